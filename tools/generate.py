@@ -1,0 +1,80 @@
+"""Regenerate every committed binding under generated/ from proto/ (run by `make generate`)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "proto"
+PROTOVALIDATE_DIR = ROOT / "build" / "protovalidate"
+PROTOVALIDATE_SET = PROTOVALIDATE_DIR / "protovalidate.binpb"
+OUT = ROOT / "generated" / "python"
+# betterproto2 writes its own google/protobuf package and imports relatively,
+# so its output must stay a sub-package and never become a sys.path root.
+BETTERPROTO_OUT = OUT / "adaptive_pipeline_betterproto"
+DESCRIPTOR_SET = OUT / "adaptive_pipeline" / "events" / "v1" / "descriptor_set.binpb"
+SERVICE_FILES = ["adaptive_pipeline/events/v1/service.proto"]
+# No google_protobuf_descriptors: the official bindings own the descriptor
+# pool (server, reflection, validation); betterproto is the ergonomic layer.
+BETTERPROTO_OPTS = "client_generation=async_sync,server_generation=async"
+
+
+def proto_files() -> list[str]:
+    """Our .proto files, relative to proto/, sorted so the output is reproducible."""
+    return sorted(str(p.relative_to(PROTO_DIR)) for p in PROTO_DIR.rglob("*.proto"))
+
+
+def protoc(*args: str) -> None:
+    """Run grpc_tools' protoc (it adds the well-known types' include path itself)."""
+    cmd = [sys.executable, "-m", "grpc_tools.protoc", *args]
+    result = subprocess.run(cmd, cwd=ROOT, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"protoc failed: {' '.join(cmd)}")
+
+
+def main() -> None:
+    subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "protovalidate_proto.py"), "--out-dir", str(PROTOVALIDATE_DIR)],
+        check=True,
+    )
+    shutil.rmtree(OUT, ignore_errors=True)
+    BETTERPROTO_OUT.mkdir(parents=True)
+    files = proto_files()
+    common = [f"-I{PROTO_DIR}", f"--descriptor_set_in={PROTOVALIDATE_SET}"]
+
+    # Official bindings and typed stubs (mypy-protobuf), plus the
+    # descriptor set (with comments) that other languages and reflection use.
+    protoc(
+        *common,
+        f"--python_out={OUT}",
+        f"--mypy_out={OUT}",
+        "--include_imports",
+        "--include_source_info",
+        f"--descriptor_set_out={DESCRIPTOR_SET}",
+        *files,
+    )
+    # gRPC stubs only for the file that defines a service.
+    protoc(*common, f"--grpc_python_out={OUT}", f"--mypy_grpc_out={OUT}", *SERVICE_FILES)
+    # The official runtime's binding of buf/validate/validate.proto, which our
+    # _pb2 modules import for their option annotations.
+    protoc(
+        f"--descriptor_set_in={PROTOVALIDATE_SET}",
+        f"--python_out={OUT}",
+        "buf/validate/validate.proto",
+    )
+    # betterproto2 reads comments from every file it is handed, so it gets
+    # protovalidate's reconstructed source (-I) instead of the descriptor set.
+    protoc(
+        f"-I{PROTO_DIR}",
+        f"-I{PROTOVALIDATE_DIR}",
+        f"--python_betterproto2_out={BETTERPROTO_OUT}",
+        f"--python_betterproto2_opt={BETTERPROTO_OPTS}",
+        *files,
+    )
+
+
+if __name__ == "__main__":
+    main()
