@@ -35,6 +35,16 @@ def protoc(*args: str) -> None:
         raise SystemExit(f"protoc failed: {' '.join(cmd)}")
 
 
+def betterproto_plugin() -> Path:
+    """An executable for tools/betterproto2_plugin.py, run by this same interpreter."""
+    plugin = ROOT / "build" / "bin" / "protoc-gen-python_betterproto2"
+    plugin.parent.mkdir(parents=True, exist_ok=True)
+    script = ROOT / "tools" / "betterproto2_plugin.py"
+    plugin.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{script}' \"$@\"\n")
+    plugin.chmod(0o755)
+    return plugin
+
+
 def main() -> None:
     subprocess.run(
         [sys.executable, str(ROOT / "tools" / "protovalidate_proto.py"), "--out-dir", str(PROTOVALIDATE_DIR)],
@@ -70,6 +80,7 @@ def main() -> None:
     protoc(
         f"-I{PROTO_DIR}",
         f"-I{PROTOVALIDATE_DIR}",
+        f"--plugin=protoc-gen-python_betterproto2={betterproto_plugin()}",
         f"--python_betterproto2_out={BETTERPROTO_OUT}",
         f"--python_betterproto2_opt={BETTERPROTO_OPTS}",
         *files,

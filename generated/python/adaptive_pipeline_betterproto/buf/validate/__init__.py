@@ -1045,44 +1045,28 @@ class TimestampRules(betterproto2.Message):
         - greater_than:
     """
 
-    const: "datetime.datetime | None" = betterproto2.field(
-        2, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, optional=True
+    const: "__google__protobuf__.Timestamp | None" = betterproto2.field(
+        2, betterproto2.TYPE_MESSAGE, optional=True
     )
 
-    lt: "datetime.datetime | None" = betterproto2.field(
-        3,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: __google__protobuf__.Timestamp,
-        optional=True,
-        group="less_than",
+    lt: "__google__protobuf__.Timestamp | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True, group="less_than"
     )
 
-    lte: "datetime.datetime | None" = betterproto2.field(
-        4,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: __google__protobuf__.Timestamp,
-        optional=True,
-        group="less_than",
+    lte: "__google__protobuf__.Timestamp | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="less_than"
     )
 
     lt_now: "bool | None" = betterproto2.field(
         7, betterproto2.TYPE_BOOL, optional=True, group="less_than"
     )
 
-    gt: "datetime.datetime | None" = betterproto2.field(
-        5,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: __google__protobuf__.Timestamp,
-        optional=True,
-        group="greater_than",
+    gt: "__google__protobuf__.Timestamp | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True, group="greater_than"
     )
 
-    gte: "datetime.datetime | None" = betterproto2.field(
-        6,
-        betterproto2.TYPE_MESSAGE,
-        unwrap=lambda: __google__protobuf__.Timestamp,
-        optional=True,
-        group="greater_than",
+    gte: "__google__protobuf__.Timestamp | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True, group="greater_than"
     )
 
     gt_now: "bool | None" = betterproto2.field(
@@ -1093,8 +1077,8 @@ class TimestampRules(betterproto2.Message):
         9, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Duration, optional=True
     )
 
-    example: "list[datetime.datetime]" = betterproto2.field(
-        10, betterproto2.TYPE_MESSAGE, unwrap=lambda: __google__protobuf__.Timestamp, repeated=True
+    example: "list[__google__protobuf__.Timestamp]" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, repeated=True
     )
 
 

@@ -71,7 +71,6 @@ import warnings
 from dataclasses import dataclass
 
 import betterproto2
-import dateutil.parser
 from typing_extensions import Self
 
 from ...message_pool import default_message_pool
@@ -2661,58 +2660,17 @@ class Timestamp(betterproto2.Message):
     """
 
     @classmethod
-    def from_datetime(cls, dt: datetime.datetime) -> Self:
+    def from_datetime(cls, dt: datetime.datetime) -> typing.Any:
         if not dt.tzinfo:
             raise ValueError("datetime must be timezone aware")
-
-        dt = dt.astimezone(datetime.timezone.utc)
-
-        # manual epoch offset calulation to avoid rounding errors,
-        # to support negative timestamps (before 1970) and skirt
-        # around datetime bugs (apparently 0 isn't a year in [0, 9999]??)
         offset = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
-        # below is the same as timedelta.total_seconds() but without dividing by 1e6
-        # so we end up with microseconds as integers instead of seconds as float
-        offset_us = (offset.days * 24 * 60 * 60 + offset.seconds) * 10**6 + offset.microseconds
-        seconds, us = divmod(offset_us, 10**6)
-        return cls(seconds, us * 1000)
+        seconds = offset.days * 86400 + offset.seconds
+        return cls(seconds=seconds, nanos=offset.microseconds * 1000)  # type: ignore[call-arg]
 
     def to_datetime(self) -> datetime.datetime:
-        # datetime.fromtimestamp() expects a timestamp in seconds, not microseconds
-        # if we pass it as a floating point number, we will run into rounding errors
-        # see also #407
+        # datetime stops at microseconds: the nanoseconds below them are dropped here only.
         offset = datetime.timedelta(seconds=self.seconds, microseconds=self.nanos // 1000)
         return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + offset
-
-    @staticmethod
-    def timestamp_to_json(dt: datetime.datetime) -> str:
-        nanos = dt.microsecond * 1e3
-        if dt.tzinfo is not None:
-            # change timezone aware datetime objects to utc
-            dt = dt.astimezone(datetime.timezone.utc)
-        copy = dt.replace(microsecond=0, tzinfo=None)
-        result = copy.isoformat()
-        if (nanos % 1e9) == 0:
-            # If there are 0 fractional digits, the fractional
-            # point '.' should be omitted when serializing.
-            return f"{result}Z"
-        if (nanos % 1e6) == 0:
-            # Serialize 3 fractional digits.
-            return f"{result}.{int(nanos // 1e6):03d}Z"
-        if (nanos % 1e3) == 0:
-            # Serialize 6 fractional digits.
-            return f"{result}.{int(nanos // 1e3):06d}Z"
-        # Serialize 9 fractional digits.
-        return f"{result}.{nanos:09d}"
-
-    @classmethod
-    def from_dict(cls, value, *, ignore_unknown_fields: bool = False) -> Self:
-        if isinstance(value, str):
-            dt = dateutil.parser.isoparse(value)
-            dt = dt.astimezone(datetime.timezone.utc)
-            return cls.from_datetime(dt)
-
-        return super().from_dict(value, ignore_unknown_fields=ignore_unknown_fields)
 
     def to_dict(
         self,
@@ -2720,18 +2678,38 @@ class Timestamp(betterproto2.Message):
         output_format: betterproto2.OutputFormat = betterproto2.OutputFormat.PROTO_JSON,
         casing: betterproto2.Casing = betterproto2.Casing.CAMEL,
         include_default_values: bool = False,
-    ) -> dict[str, typing.Any] | typing.Any:
-        # If the output format is PYTHON, we should have kept the wraped type without building the real class
-        assert output_format == betterproto2.OutputFormat.PROTO_JSON
+    ) -> typing.Any:
+        if output_format != betterproto2.OutputFormat.PROTO_JSON:
+            return super().to_dict(  # type: ignore[misc]
+                output_format=output_format,
+                casing=casing,
+                include_default_values=include_default_values,
+            )
+        whole = datetime.datetime(1970, 1, 1) + datetime.timedelta(seconds=self.seconds)
+        text = f"{whole.year:04d}-{whole:%m-%dT%H:%M:%S}"
+        # Canonical proto3 JSON: 0, 3, 6 or 9 fractional digits.
+        if self.nanos == 0:
+            return text + "Z"
+        if self.nanos % 1_000_000 == 0:
+            return f"{text}.{self.nanos // 1_000_000:03d}Z"
+        if self.nanos % 1000 == 0:
+            return f"{text}.{self.nanos // 1000:06d}Z"
+        return f"{text}.{self.nanos:09d}Z"
 
-        return Timestamp.timestamp_to_json(self.to_datetime())
-
-    @staticmethod
-    def from_wrapped(wrapped: datetime.datetime) -> "Timestamp":
-        return Timestamp.from_datetime(wrapped)
-
-    def to_wrapped(self) -> datetime.datetime:
-        return self.to_datetime()
+    @classmethod
+    def from_dict(cls, value: typing.Any, *, ignore_unknown_fields: bool = False) -> typing.Any:
+        if not isinstance(value, str):
+            return super().from_dict(  # type: ignore[misc]
+                value, ignore_unknown_fields=ignore_unknown_fields
+            )
+        match = re.fullmatch(r"([^.]+T[0-9:]+)(?:\.([0-9]{1,9}))?(Z|[+-][0-9]{2}:[0-9]{2})", value)
+        if match is None:
+            raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
+        whole, fraction, zone = match.groups()
+        moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+        offset = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        seconds = offset.days * 86400 + offset.seconds
+        return cls(seconds=seconds, nanos=int((fraction or "0").ljust(9, "0")))  # type: ignore[call-arg]
 
 
 default_message_pool.register_message("google.protobuf", "Timestamp", Timestamp)

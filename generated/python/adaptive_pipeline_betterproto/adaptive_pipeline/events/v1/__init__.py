@@ -63,7 +63,6 @@ __all__ = (
     "UnsignedDuration",
 )
 
-import datetime
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -655,8 +654,8 @@ class EventEnvelope(betterproto2.Message):
     producer still validates.
     """
 
-    occurred_at: "datetime.datetime | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    occurred_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
     When the event happened, in UTC, with nanosecond precision.
@@ -1108,15 +1107,15 @@ class PipelineState(betterproto2.Message):
     Security violations recorded against this pipeline.
     """
 
-    created_at: "datetime.datetime | None" = betterproto2.field(
-        13, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    created_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        13, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
     occurred_at of the pipeline's first and latest events.
     """
 
-    updated_at: "datetime.datetime | None" = betterproto2.field(
-        14, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    updated_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        14, betterproto2.TYPE_MESSAGE, optional=True
     )
 
     revision: "int" = betterproto2.field(15, betterproto2.TYPE_UINT64)
@@ -1472,15 +1471,15 @@ class ProcessingRunState(betterproto2.Message):
 
     security_violations: "int" = betterproto2.field(15, betterproto2.TYPE_UINT64)
 
-    started_at: "datetime.datetime | None" = betterproto2.field(
-        16, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    started_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        16, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
     occurred_at of ProcessingStarted and of the ending event, if ended.
     """
 
-    ended_at: "datetime.datetime | None" = betterproto2.field(
-        17, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    ended_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        17, betterproto2.TYPE_MESSAGE, optional=True
     )
 
     last_position: "int" = betterproto2.field(18, betterproto2.TYPE_UINT64)
@@ -1776,8 +1775,8 @@ class RecordedEvent(betterproto2.Message):
     contiguous.
     """
 
-    recorded_at: "datetime.datetime | None" = betterproto2.field(
-        4, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    recorded_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
     When the store recorded the event (server clock, UTC).
@@ -1881,8 +1880,8 @@ class SecurityContext(betterproto2.Message):
     Free-form context attributes.
     """
 
-    created_at: "datetime.datetime | None" = betterproto2.field(
-        9, betterproto2.TYPE_MESSAGE, unwrap=lambda: ___google__protobuf__.Timestamp, optional=True
+    created_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        9, betterproto2.TYPE_MESSAGE, optional=True
     )
     """
     When the context was created, with nanosecond precision.
