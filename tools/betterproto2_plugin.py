@@ -32,14 +32,14 @@ class Timestamp:
     def from_datetime(cls, dt: datetime.datetime) -> typing.Any:
         if not dt.tzinfo:
             raise ValueError("datetime must be timezone aware")
-        offset = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        offset = dt - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
         seconds = offset.days * 86400 + offset.seconds
         return cls(seconds=seconds, nanos=offset.microseconds * 1000)  # type: ignore[call-arg]
 
     def to_datetime(self) -> datetime.datetime:
         # datetime stops at microseconds: the nanoseconds below them are dropped here only.
         offset = datetime.timedelta(seconds=self.seconds, microseconds=self.nanos // 1000)
-        return datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc) + offset
+        return datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + offset
 
     def to_dict(
         self,
@@ -76,7 +76,7 @@ class Timestamp:
             raise ValueError(f"not an RFC 3339 timestamp: {value!r}")
         whole, fraction, zone = match.groups()
         moment = datetime.datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
-        offset = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+        offset = moment - datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
         seconds = offset.days * 86400 + offset.seconds
         return cls(seconds=seconds, nanos=int((fraction or "0").ljust(9, "0")))  # type: ignore[call-arg]
 

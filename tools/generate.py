@@ -17,9 +17,11 @@ OUT = ROOT / "generated" / "python"
 BETTERPROTO_OUT = OUT / "adaptive_pipeline_betterproto"
 DESCRIPTOR_SET = OUT / "adaptive_pipeline" / "events" / "v1" / "descriptor_set.binpb"
 SERVICE_FILES = ["adaptive_pipeline/events/v1/service.proto"]
-# No google_protobuf_descriptors: the official bindings own the descriptor
-# pool (server, reflection, validation); betterproto is the ergonomic layer.
-BETTERPROTO_OPTS = "client_generation=async_sync,server_generation=async"
+# Dataclasses only: the official bindings own the server, the client stubs,
+# reflection and validation (and the descriptor pool, hence no
+# google_protobuf_descriptors). Without stubs the betterproto layer does not
+# import grpc, which stays an optional extra.
+BETTERPROTO_OPTS = "client_generation=none,server_generation=none"
 
 
 def proto_files() -> list[str]:
@@ -47,7 +49,12 @@ def betterproto_plugin() -> Path:
 
 def main() -> None:
     subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "protovalidate_proto.py"), "--out-dir", str(PROTOVALIDATE_DIR)],
+        [
+            sys.executable,
+            str(ROOT / "tools" / "protovalidate_proto.py"),
+            "--out-dir",
+            str(PROTOVALIDATE_DIR),
+        ],
         check=True,
     )
     shutil.rmtree(OUT, ignore_errors=True)

@@ -16,9 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "generated" / "python"))
 
-from google.protobuf import json_format  # noqa: E402
-
 from adaptive_pipeline.events.v1 import envelope_pb2  # noqa: E402
+from google.protobuf import json_format  # noqa: E402
 
 OUT = ROOT / "tests" / "vectors" / "v1"
 U64_MAX = str(2**64 - 1)
@@ -56,8 +55,10 @@ METRICS_FULL = {
     "outputFileSizeBytes": "524288",
     "inputFileChecksum": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
     "outputFileChecksum": "",
-    "stageMetrics": {"compression": STAGE_METRICS_FULL, "encryption": {
-        "stageName": "encryption", "processingTime": {"secs": "0", "nanos": 0}}},
+    "stageMetrics": {
+        "compression": STAGE_METRICS_FULL,
+        "encryption": {"stageName": "encryption", "processingTime": {"secs": "0", "nanos": 0}},
+    },
 }
 
 SECURITY_CONTEXT_FULL = {
@@ -65,11 +66,18 @@ SECURITY_CONTEXT_FULL = {
     "sessionId": SESSION_ID,
     "permissions": [
         {"standard": name}
-        for name in ("STANDARD_PERMISSION_READ", "STANDARD_PERMISSION_WRITE",
-                     "STANDARD_PERMISSION_EXECUTE", "STANDARD_PERMISSION_ADMIN",
-                     "STANDARD_PERMISSION_ENCRYPT", "STANDARD_PERMISSION_DECRYPT",
-                     "STANDARD_PERMISSION_COMPRESS", "STANDARD_PERMISSION_DECOMPRESS")
-    ] + [{"custom": "audit"}, {"custom": ""}],
+        for name in (
+            "STANDARD_PERMISSION_READ",
+            "STANDARD_PERMISSION_WRITE",
+            "STANDARD_PERMISSION_EXECUTE",
+            "STANDARD_PERMISSION_ADMIN",
+            "STANDARD_PERMISSION_ENCRYPT",
+            "STANDARD_PERMISSION_DECRYPT",
+            "STANDARD_PERMISSION_COMPRESS",
+            "STANDARD_PERMISSION_DECOMPRESS",
+        )
+    ]
+    + [{"custom": "audit"}, {"custom": ""}],
     "encryptionKeyId": "kms://keys/2025-01",
     "integrityRequired": True,
     "auditEnabled": True,
@@ -81,100 +89,234 @@ SECURITY_CONTEXT_FULL = {
 # One fully populated payload per event: every field set, optionals present.
 FULL_PAYLOADS: dict[str, dict[str, Any]] = {
     "pipeline_created": {"pipelineName": "sales-ingest", "stageCount": "5", "createdBy": "alice"},
-    "pipeline_updated": {"changes": ["added stage encryption", "chunk size 1 MiB -> 4 MiB"],
-                         "updatedBy": "bob"},
+    "pipeline_updated": {
+        "changes": ["added stage encryption", "chunk size 1 MiB -> 4 MiB"],
+        "updatedBy": "bob",
+    },
     "pipeline_deleted": {"deletedBy": "carol"},
     "processing_started": {
-        "processingId": PROCESSING_ID, "inputPath": "/data/in/sales_q1_2024.csv",
-        "outputPath": "/data/out/sales_q1_2024.adapipe", "fileSize": "1048576",
+        "processingId": PROCESSING_ID,
+        "inputPath": "/data/in/sales_q1_2024.csv",
+        "outputPath": "/data/out/sales_q1_2024.adapipe",
+        "fileSize": "1048576",
         "securityContext": SECURITY_CONTEXT_FULL,
     },
-    "processing_completed": {"processingId": PROCESSING_ID, "metrics": METRICS_FULL,
-                             "outputSize": "524288"},
-    "processing_failed": {
-        "processingId": PROCESSING_ID, "errorMessage": "checksum mismatch in chunk 7",
-        "errorCode": "E_INTEGRITY", "stageName": "output_checksum", "partialMetrics": METRICS_FULL,
+    "processing_completed": {
+        "processingId": PROCESSING_ID,
+        "metrics": METRICS_FULL,
+        "outputSize": "524288",
     },
-    "processing_paused": {"processingId": PROCESSING_ID, "reason": "operator request",
-                          "checkpointData": "AAEC/w=="},  # bytes 00 01 02 ff
+    "processing_failed": {
+        "processingId": PROCESSING_ID,
+        "errorMessage": "checksum mismatch in chunk 7",
+        "errorCode": "E_INTEGRITY",
+        "stageName": "output_checksum",
+        "partialMetrics": METRICS_FULL,
+    },
+    "processing_paused": {
+        "processingId": PROCESSING_ID,
+        "reason": "operator request",
+        "checkpointData": "AAEC/w==",
+    },  # bytes 00 01 02 ff
     "processing_resumed": {"processingId": PROCESSING_ID, "resumedFromCheckpoint": True},
-    "processing_cancelled": {"processingId": PROCESSING_ID, "reason": "superseded",
-                             "cancelledBy": "dave"},
-    "stage_started": {"processingId": PROCESSING_ID, "stageId": STAGE_ID,
-                      "stageName": "compression", "stageType": "compression"},
-    "stage_completed": {"processingId": PROCESSING_ID, "stageId": STAGE_ID,
-                        "stageName": "compression", "processingTimeMs": "1234",
-                        "bytesProcessed": "1048576"},
-    "stage_failed": {"processingId": PROCESSING_ID, "stageId": STAGE_ID,
-                     "stageName": "encryption", "errorMessage": "key not found",
-                     "errorCode": "E_KEY"},
-    "chunk_processed": {"processingId": PROCESSING_ID, "chunkId": CHUNK_ID, "chunkSequence": "7",
-                        "chunkSize": "1048576", "stageName": "compression",
-                        "processingTimeMs": "12"},
+    "processing_cancelled": {
+        "processingId": PROCESSING_ID,
+        "reason": "superseded",
+        "cancelledBy": "dave",
+    },
+    "stage_started": {
+        "processingId": PROCESSING_ID,
+        "stageId": STAGE_ID,
+        "stageName": "compression",
+        "stageType": "compression",
+    },
+    "stage_completed": {
+        "processingId": PROCESSING_ID,
+        "stageId": STAGE_ID,
+        "stageName": "compression",
+        "processingTimeMs": "1234",
+        "bytesProcessed": "1048576",
+    },
+    "stage_failed": {
+        "processingId": PROCESSING_ID,
+        "stageId": STAGE_ID,
+        "stageName": "encryption",
+        "errorMessage": "key not found",
+        "errorCode": "E_KEY",
+    },
+    "chunk_processed": {
+        "processingId": PROCESSING_ID,
+        "chunkId": CHUNK_ID,
+        "chunkSequence": "7",
+        "chunkSize": "1048576",
+        "stageName": "compression",
+        "processingTimeMs": "12",
+    },
     "metrics_updated": {"processingId": PROCESSING_ID, "metrics": METRICS_FULL},
     "security_violation": {
-        "processingId": PROCESSING_ID, "violationType": "unauthorized_access",
+        "processingId": PROCESSING_ID,
+        "violationType": "unauthorized_access",
         "description": "write attempted without Write permission",
-        "severity": "SECURITY_VIOLATION_SEVERITY_CRITICAL", "userId": "mallory",
+        "severity": "SECURITY_VIOLATION_SEVERITY_CRITICAL",
+        "userId": "mallory",
         "sourceIp": "2001:db8::7",
     },
-    "resource_exhausted": {"processingId": PROCESSING_ID, "resourceType": "memory",
-                           "currentUsage": "8589934592", "limit": "8589934592",
-                           "actionTaken": "throttled"},
+    "resource_exhausted": {
+        "processingId": PROCESSING_ID,
+        "resourceType": "memory",
+        "currentUsage": "8589934592",
+        "limit": "8589934592",
+        "actionTaken": "throttled",
+    },
 }
 
 # Edge cases: (name, payload case, payload, envelope overrides).
 EDGE_CASES: list[tuple[str, str, dict[str, Any], dict[str, Any]]] = [
-    ("pipeline_created_absent_optionals", "pipeline_created",
-     {"pipelineName": "p", "stageCount": "2"}, {}),
-    ("pipeline_created_empty_strings", "pipeline_created",
-     {"pipelineName": "", "createdBy": ""}, {}),  # present-but-empty created_by
-    ("pipeline_created_non_ascii", "pipeline_created",
-     {"pipelineName": "データ処理 — Ünïcödé ✓ 🚀", "stageCount": "3", "createdBy": "Zoë"},
-     {"metadata": {"note": "naïve café", "emoji": "🦀"}}),
+    (
+        "pipeline_created_absent_optionals",
+        "pipeline_created",
+        {"pipelineName": "p", "stageCount": "2"},
+        {},
+    ),
+    (
+        "pipeline_created_empty_strings",
+        "pipeline_created",
+        {"pipelineName": "", "createdBy": ""},
+        {},
+    ),  # present-but-empty created_by
+    (
+        "pipeline_created_non_ascii",
+        "pipeline_created",
+        {"pipelineName": "データ処理 — Ünïcödé ✓ 🚀", "stageCount": "3", "createdBy": "Zoë"},
+        {"metadata": {"note": "naïve café", "emoji": "🦀"}},
+    ),
     ("pipeline_updated_empty_changes", "pipeline_updated", {}, {}),
     ("pipeline_deleted_absent_optionals", "pipeline_deleted", {}, {}),
-    ("processing_failed_absent_optionals", "processing_failed",
-     {"processingId": PROCESSING_ID, "errorMessage": "", "errorCode": ""}, {}),
-    ("processing_paused_no_checkpoint", "processing_paused",
-     {"processingId": PROCESSING_ID, "reason": "maintenance"}, {}),
-    ("processing_paused_empty_checkpoint", "processing_paused",
-     {"processingId": PROCESSING_ID, "reason": "maintenance", "checkpointData": ""}, {}),
-    ("processing_started_minimal_context", "processing_started",
-     {"processingId": PROCESSING_ID, "inputPath": "", "outputPath": "", "securityContext": {
-         "sessionId": SESSION_ID, "securityLevel": "SECURITY_LEVEL_PUBLIC",
-         "createdAt": "1970-01-01T00:00:00Z"}}, {}),
-    ("security_violation_absent_optionals", "security_violation",
-     {"violationType": "unauthenticated", "description": "no token",
-      "severity": "SECURITY_VIOLATION_SEVERITY_LOW"}, {}),
-    ("chunk_processed_u64_max", "chunk_processed",
-     {"processingId": PROCESSING_ID, "chunkId": CHUNK_ID, "chunkSequence": U64_MAX,
-      "chunkSize": U64_MAX, "stageName": "checksum", "processingTimeMs": U64_MAX},
-     {"schemaVersion": U64_MAX}),
-    ("resource_exhausted_u64_max", "resource_exhausted",
-     {"processingId": PROCESSING_ID, "resourceType": "disk", "currentUsage": U64_MAX,
-      "limit": U64_MAX, "actionTaken": "aborted"}, {}),
-    ("metrics_updated_extreme_values", "metrics_updated",
-     {"processingId": PROCESSING_ID, "metrics": {
-         "bytesProcessed": U64_MAX, "throughputBytesPerSecond": "Infinity",
-         "compressionRatio": 5e-324, "processingDuration": {"secs": U64_MAX, "nanos": 999999999},
-         "stageMetrics": {"": {"processingTime": {"secs": U64_MAX, "nanos": 999999999},
-                               "throughput": 1.2345678901234568e17, "cpuUsage": -1e-6}}}}, {}),
-    ("chunk_processed_ts_seconds", "chunk_processed", FULL_PAYLOADS["chunk_processed"],
-     {"occurredAt": "2025-01-15T10:30:45Z"}),
-    ("chunk_processed_ts_millis", "chunk_processed", FULL_PAYLOADS["chunk_processed"],
-     {"occurredAt": "2025-01-15T10:30:45.123Z"}),
-    ("chunk_processed_ts_micros", "chunk_processed", FULL_PAYLOADS["chunk_processed"],
-     {"occurredAt": "2025-01-15T10:30:45.123456Z"}),
-    ("chunk_processed_ts_nanos", "chunk_processed", FULL_PAYLOADS["chunk_processed"],
-     {"occurredAt": "2025-01-15T10:30:45.123456789Z"}),
-    ("chunk_processed_ts_epoch", "chunk_processed", FULL_PAYLOADS["chunk_processed"],
-     {"occurredAt": "1970-01-01T00:00:00Z", "correlationId": "", "causationId": ""}),
+    (
+        "processing_failed_absent_optionals",
+        "processing_failed",
+        {"processingId": PROCESSING_ID, "errorMessage": "", "errorCode": ""},
+        {},
+    ),
+    (
+        "processing_paused_no_checkpoint",
+        "processing_paused",
+        {"processingId": PROCESSING_ID, "reason": "maintenance"},
+        {},
+    ),
+    (
+        "processing_paused_empty_checkpoint",
+        "processing_paused",
+        {"processingId": PROCESSING_ID, "reason": "maintenance", "checkpointData": ""},
+        {},
+    ),
+    (
+        "processing_started_minimal_context",
+        "processing_started",
+        {
+            "processingId": PROCESSING_ID,
+            "inputPath": "",
+            "outputPath": "",
+            "securityContext": {
+                "sessionId": SESSION_ID,
+                "securityLevel": "SECURITY_LEVEL_PUBLIC",
+                "createdAt": "1970-01-01T00:00:00Z",
+            },
+        },
+        {},
+    ),
+    (
+        "security_violation_absent_optionals",
+        "security_violation",
+        {
+            "violationType": "unauthenticated",
+            "description": "no token",
+            "severity": "SECURITY_VIOLATION_SEVERITY_LOW",
+        },
+        {},
+    ),
+    (
+        "chunk_processed_u64_max",
+        "chunk_processed",
+        {
+            "processingId": PROCESSING_ID,
+            "chunkId": CHUNK_ID,
+            "chunkSequence": U64_MAX,
+            "chunkSize": U64_MAX,
+            "stageName": "checksum",
+            "processingTimeMs": U64_MAX,
+        },
+        {"schemaVersion": U64_MAX},
+    ),
+    (
+        "resource_exhausted_u64_max",
+        "resource_exhausted",
+        {
+            "processingId": PROCESSING_ID,
+            "resourceType": "disk",
+            "currentUsage": U64_MAX,
+            "limit": U64_MAX,
+            "actionTaken": "aborted",
+        },
+        {},
+    ),
+    (
+        "metrics_updated_extreme_values",
+        "metrics_updated",
+        {
+            "processingId": PROCESSING_ID,
+            "metrics": {
+                "bytesProcessed": U64_MAX,
+                "throughputBytesPerSecond": "Infinity",
+                "compressionRatio": 5e-324,
+                "processingDuration": {"secs": U64_MAX, "nanos": 999999999},
+                "stageMetrics": {
+                    "": {
+                        "processingTime": {"secs": U64_MAX, "nanos": 999999999},
+                        "throughput": 1.2345678901234568e17,
+                        "cpuUsage": -1e-6,
+                    }
+                },
+            },
+        },
+        {},
+    ),
+    (
+        "chunk_processed_ts_seconds",
+        "chunk_processed",
+        FULL_PAYLOADS["chunk_processed"],
+        {"occurredAt": "2025-01-15T10:30:45Z"},
+    ),
+    (
+        "chunk_processed_ts_millis",
+        "chunk_processed",
+        FULL_PAYLOADS["chunk_processed"],
+        {"occurredAt": "2025-01-15T10:30:45.123Z"},
+    ),
+    (
+        "chunk_processed_ts_micros",
+        "chunk_processed",
+        FULL_PAYLOADS["chunk_processed"],
+        {"occurredAt": "2025-01-15T10:30:45.123456Z"},
+    ),
+    (
+        "chunk_processed_ts_nanos",
+        "chunk_processed",
+        FULL_PAYLOADS["chunk_processed"],
+        {"occurredAt": "2025-01-15T10:30:45.123456789Z"},
+    ),
+    (
+        "chunk_processed_ts_epoch",
+        "chunk_processed",
+        FULL_PAYLOADS["chunk_processed"],
+        {"occurredAt": "1970-01-01T00:00:00Z", "correlationId": "", "causationId": ""},
+    ),
 ]
 
 
-def envelope_dict(index: int, case: str, payload: dict[str, Any],
-                  overrides: dict[str, Any]) -> dict[str, Any]:
+def envelope_dict(
+    index: int, case: str, payload: dict[str, Any], overrides: dict[str, Any]
+) -> dict[str, Any]:
     """A full envelope in proto JSON form; ids are derived from the index."""
     envelope: dict[str, Any] = {
         "eventId": f"3b1e2c4d-5f6a-4b7c-8d9e-{index:012x}",
@@ -209,12 +351,14 @@ def main() -> None:
         )
         (OUT / f"{name}.binpb").write_bytes(message.SerializeToString(deterministic=True))
         (OUT / f"{name}.json").write_text(json_format.MessageToJson(message, indent=2) + "\n")
-        manifest.append({
-            "name": name,
-            "event_type": envelope_pb2.EventType.Name(message.event_type),
-            "binary": f"{name}.binpb",
-            "json": f"{name}.json",
-        })
+        manifest.append(
+            {
+                "name": name,
+                "event_type": envelope_pb2.EventType.Name(message.event_type),
+                "binary": f"{name}.binpb",
+                "json": f"{name}.json",
+            }
+        )
     document = {"message": "adaptive_pipeline.events.v1.EventEnvelope", "vectors": manifest}
     (OUT / "manifest.json").write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {len(manifest)} vectors to {OUT.relative_to(ROOT)}")

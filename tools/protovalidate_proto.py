@@ -28,10 +28,15 @@ VALIDATE_PROTO = "buf/validate/validate.proto"
 WKT_MODULES = (descriptor_pb2, duration_pb2, field_mask_pb2, timestamp_pb2)
 MAX_FIELD_NUMBER = 536870911
 SCALAR_NAMES = {  # FD.TYPE_DOUBLE -> "double", ...; groups/messages/enums are handled separately
-    getattr(FD, a): a[5:].lower() for a in dir(FD)
+    getattr(FD, a): a[5:].lower()
+    for a in dir(FD)
     if a.startswith("TYPE_") and a not in ("TYPE_GROUP", "TYPE_MESSAGE", "TYPE_ENUM")
 }
-LABELS = {FD.LABEL_OPTIONAL: "optional", FD.LABEL_REQUIRED: "required", FD.LABEL_REPEATED: "repeated"}
+LABELS = {
+    FD.LABEL_OPTIONAL: "optional",
+    FD.LABEL_REQUIRED: "required",
+    FD.LABEL_REPEATED: "repeated",
+}
 
 
 def fail(msg: str) -> NoReturn:
@@ -43,13 +48,19 @@ def load_embedded() -> tuple[descriptor_pb2.FileDescriptorProto, str]:
     """Return validate.proto's FileDescriptorProto embedded in the wheel, plus the wheel version."""
     spec = importlib.util.find_spec("protovalidate")  # locates the package without importing it
     if spec is None or not spec.submodule_search_locations:
-        fail("the 'protovalidate' package is not installed in this Python environment "
-             f"({sys.executable}); install it (pip install protovalidate) and retry")
+        fail(
+            "the 'protovalidate' package is not installed in this Python environment "
+            f"({sys.executable}); install it (pip install protovalidate) and retry"
+        )
     gen = Path(next(iter(spec.submodule_search_locations))) / "_gen/buf/validate/validate_pb.py"
     if not gen.is_file():
         fail(f"{gen} not found; this protovalidate version has an unexpected layout")
     for node in ast.walk(ast.parse(gen.read_text(encoding="utf-8"), str(gen))):
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "file_desc" and node.args:
+        if (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "id", None) == "file_desc"
+            and node.args
+        ):
             fdp = descriptor_pb2.FileDescriptorProto.FromString(ast.literal_eval(node.args[0]))
             if fdp.name != VALIDATE_PROTO:
                 fail(f"{gen} embeds {fdp.name!r}, expected {VALIDATE_PROTO!r}")
@@ -63,7 +74,9 @@ def descriptor_set(fdp: descriptor_pb2.FileDescriptorProto) -> descriptor_pb2.Fi
     fds = descriptor_pb2.FileDescriptorSet()
     for dep in fdp.dependency:
         if dep not in wkt:
-            fail(f"{VALIDATE_PROTO} imports {dep!r}, which this script does not know how to provide")
+            fail(
+                f"{VALIDATE_PROTO} imports {dep!r}, which this script does not know how to provide"
+            )
         wkt[dep].DESCRIPTOR.CopyToProto(fds.file.add())
     fds.file.add().CopyFrom(fdp)
     return fds
@@ -84,7 +97,9 @@ class Printer:
 
     def options(self, opts) -> list[tuple[str, str]]:
         """Re-parse an options message with the pool (so extensions resolve) into (name, value) pairs."""
-        cls = message_factory.GetMessageClass(self.pool.FindMessageTypeByName(opts.DESCRIPTOR.full_name))
+        cls = message_factory.GetMessageClass(
+            self.pool.FindMessageTypeByName(opts.DESCRIPTOR.full_name)
+        )
         msg = cls.FromString(opts.SerializeToString())
         if len(UnknownFieldSet(msg)):
             fail(f"unresolvable (unknown) fields in {opts.DESCRIPTOR.full_name}: {msg}")
@@ -133,8 +148,16 @@ class Printer:
         pairs = []
         if f.HasField("default_value"):
             d = f.default_value
-            pairs.append(("default", f'"{text_encoding.CEscape(d, as_utf8=True)}"' if f.type == FD.TYPE_STRING
-                          else f'"{d}"' if f.type == FD.TYPE_BYTES else d))
+            pairs.append(
+                (
+                    "default",
+                    f'"{text_encoding.CEscape(d, as_utf8=True)}"'
+                    if f.type == FD.TYPE_STRING
+                    else f'"{d}"'
+                    if f.type == FD.TYPE_BYTES
+                    else d,
+                )
+            )
         if f.HasField("json_name") and f.json_name != json_default(f.name):
             pairs.append(("json_name", f'"{text_encoding.CEscape(f.json_name, as_utf8=True)}"'))
         pairs += self.options(f.options)
@@ -177,7 +200,9 @@ class Printer:
     def reserved(self, depth: int, ranges, names) -> None:
         """Emit reserved ranges (inclusive bounds, always numeric) and reserved names."""
         for start, end in ranges:
-            self.emit(depth, f"reserved {start};" if start == end else f"reserved {start} to {end};")
+            self.emit(
+                depth, f"reserved {start};" if start == end else f"reserved {start} to {end};"
+            )
         for name in names:
             self.emit(depth, f'reserved "{name}";')
 

@@ -44,9 +44,7 @@ def test_envelope_common_fields_are_not_repeated_in_payloads() -> None:
         assert common.isdisjoint(field.message_type.fields_by_name), field.name
 
 
-@pytest.mark.parametrize(
-    "message_name, upstream", [*EVENT_FIELDS.items(), *SUPPORT_FIELDS.items()]
-)
+@pytest.mark.parametrize("message_name, upstream", [*EVENT_FIELDS.items(), *SUPPORT_FIELDS.items()])
 def test_messages_carry_every_upstream_field_with_option_as_presence(
     message_name: str, upstream: list[str]
 ) -> None:

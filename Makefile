@@ -1,0 +1,70 @@
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --warn-undefined-variables --no-builtin-rules
+
+# Everything runs from the project's virtual environment (`make venv` creates it).
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON := $(BIN)/python
+BUF := $(BIN)/buf
+# The git revision `make breaking` compares the contract against.
+BREAKING_AGAINST ?= main
+
+.PHONY: help
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+
+# The virtual environment, rebuilt when the pins change.
+STAMP := $(VENV)/.installed
+$(STAMP): requirements-dev.txt pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt -e '.[grpc]'
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv with the pinned toolchain and the package (editable)
+
+.PHONY: serve
+serve: $(STAMP) ## Run the EventService (SQLite store in ./pipeline-events.db)
+	$(BIN)/pipeline-events serve
+
+.PHONY: protovalidate
+protovalidate: $(STAMP) ## Derive buf/validate/validate.proto from the installed protovalidate wheel
+	$(PYTHON) tools/protovalidate_proto.py --out-dir build/protovalidate
+
+.PHONY: generate
+generate: $(STAMP) ## Regenerate generated/ from proto/
+	$(PYTHON) tools/generate.py
+
+.PHONY: check-generated
+check-generated: generate ## Fail if generated/ is not what proto/ produces
+	@if [ -n "$$(git status --porcelain -- generated)" ]; then \
+	  git status --porcelain -- generated; \
+	  echo "generated/ is out of date: run 'make generate' and commit the result"; exit 1; \
+	fi
+
+.PHONY: lint
+lint: protovalidate ## ruff, buf lint, buf format
+	$(BIN)/ruff check src tests tools bench
+	$(BIN)/ruff format --check src tests tools bench
+	$(BUF) lint
+	$(BUF) format --diff --exit-code proto
+
+.PHONY: breaking
+breaking: protovalidate ## buf breaking against $(BREAKING_AGAINST) (FILE rules)
+	rm -rf build/against && mkdir -p build/against/build
+	git archive $(BREAKING_AGAINST) buf.yaml proto | tar -x -C build/against
+	cp -r build/protovalidate build/against/build/
+	$(BUF) build build/against -o build/against.binpb
+	$(BUF) breaking proto --against build/against.binpb
+
+.PHONY: test
+test: $(STAMP) ## Run the test suite (Python and Node.js)
+	$(PYTHON) -m pytest
+
+.PHONY: check
+check: lint breaking check-generated test ## Everything CI checks
