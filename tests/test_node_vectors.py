@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, VECTORS_DIR
+
 NODE_DIR = ROOT / "tests" / "node"
-VECTORS_DIR = ROOT / "tests" / "vectors" / "v1"
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed$", re.MULTILINE)
 
 Checker = Callable[[Path], subprocess.CompletedProcess[str]]
