@@ -1,0 +1,119 @@
+"""NanoDatetime: a timezone-aware UTC datetime that keeps nanoseconds."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from typing import Any
+
+UTC = _dt.UTC
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=UTC)
+_NS_PER_SECOND = 1_000_000_000
+_ONE_SECOND = _dt.timedelta(seconds=1)
+_ONE_MICROSECOND = _dt.timedelta(microseconds=1)
+
+
+class NanoDatetime(_dt.datetime):
+    """A UTC `datetime` that also carries the nanoseconds below its microseconds.
+
+    `datetime` stops at microseconds; protobuf Timestamps and upstream's chrono
+    values do not. Equality, hashing and ordering include the nanoseconds.
+    Arithmetic falls back to plain `datetime` (microseconds).
+    """
+
+    __slots__ = ("_nanosecond",)
+    _nanosecond: int
+
+    def __new__(cls, *args: Any, nanosecond: int | None = None, **kwargs: Any) -> NanoDatetime:
+        """Build like a datetime; `nanosecond` (0..999_999_999) overrides the microseconds."""
+        if nanosecond is not None:
+            if not 0 <= nanosecond < _NS_PER_SECOND:
+                raise ValueError(f"nanosecond must be in 0..999999999, not {nanosecond}")
+            kwargs["microsecond"] = nanosecond // 1000
+        value = super().__new__(cls, *args, **kwargs)
+        if value.tzinfo is None:
+            raise ValueError("NanoDatetime needs a timezone")
+        value._nanosecond = value.microsecond * 1000 if nanosecond is None else nanosecond
+        return value
+
+    @classmethod
+    def from_epoch_ns(cls, epoch_ns: int) -> NanoDatetime:
+        """The instant `epoch_ns` nanoseconds after 1970-01-01T00:00:00Z."""
+        seconds, nanos = divmod(epoch_ns, _NS_PER_SECOND)
+        return cls.from_seconds_nanos(seconds, nanos)
+
+    @classmethod
+    def from_seconds_nanos(cls, seconds: int, nanos: int) -> NanoDatetime:
+        """The instant of a protobuf Timestamp (seconds since the epoch, nanos 0..999_999_999)."""
+        whole = _EPOCH + _dt.timedelta(seconds=seconds)
+        return cls(
+            whole.year, whole.month, whole.day, whole.hour, whole.minute, whole.second,
+            tzinfo=UTC, nanosecond=nanos,
+        )  # fmt: skip
+
+    @classmethod
+    def from_datetime(cls, value: _dt.datetime) -> NanoDatetime:
+        """An aware datetime converted to UTC (a NanoDatetime keeps its nanoseconds)."""
+        if isinstance(value, NanoDatetime) and value.utcoffset() == _dt.timedelta(0):
+            return value
+        if value.tzinfo is None:
+            raise ValueError("a naive datetime has no defined instant; give it a timezone")
+        nanos = value.nanosecond if isinstance(value, NanoDatetime) else value.microsecond * 1000
+        utc = value.astimezone(UTC)
+        return cls(
+            utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second,
+            tzinfo=UTC, nanosecond=nanos,
+        )  # fmt: skip
+
+    @classmethod
+    def now(cls, tz: _dt.tzinfo | None = None) -> NanoDatetime:  # type: ignore[override]
+        """The current instant in UTC, with the clock's nanoseconds."""
+        return cls.from_epoch_ns(time.time_ns())
+
+    @property
+    def nanosecond(self) -> int:
+        """Nanoseconds within the second (0..999_999_999)."""
+        return self._nanosecond
+
+    @property
+    def epoch_seconds(self) -> int:
+        """Whole seconds since the epoch (floor), as in a protobuf Timestamp."""
+        return (self - _EPOCH) // _ONE_SECOND
+
+    @property
+    def epoch_ns(self) -> int:
+        """Nanoseconds since the epoch."""
+        return self.epoch_seconds * _NS_PER_SECOND + self._nanosecond
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, _dt.datetime) and other.tzinfo is not None:
+            return self.epoch_ns == _epoch_ns(other)
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.epoch_ns)
+
+    def __lt__(self, other: _dt.datetime) -> bool:
+        return self.epoch_ns < _epoch_ns(other)
+
+    def __le__(self, other: _dt.datetime) -> bool:
+        return self.epoch_ns <= _epoch_ns(other)
+
+    def __gt__(self, other: _dt.datetime) -> bool:
+        return self.epoch_ns > _epoch_ns(other)
+
+    def __ge__(self, other: _dt.datetime) -> bool:
+        return self.epoch_ns >= _epoch_ns(other)
+
+    def __repr__(self) -> str:
+        return f"NanoDatetime.from_epoch_ns({self.epoch_ns})"
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        return (NanoDatetime.from_epoch_ns, (self.epoch_ns,))
+
+
+def _epoch_ns(value: _dt.datetime) -> int:
+    """Nanoseconds since the epoch of any aware datetime."""
+    if isinstance(value, NanoDatetime):
+        return value.epoch_ns
+    return (value - _EPOCH) // _ONE_MICROSECOND * 1000
