@@ -1,0 +1,328 @@
+"""The thin, symmetric bridge between domain events and the generated bindings.
+
+`to_envelope` / `from_envelope` map domain events to official protobuf
+envelopes and back; `to_betterproto` / `from_betterproto` move envelopes
+between the two bindings through their (identical) wire bytes. Domain code
+reaches generated modules only through this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from adaptive_pipeline.events.v1 import (
+    common_pb2,
+    envelope_pb2,
+    operational_pb2,
+    pipeline_lifecycle_pb2,
+    processing_lifecycle_pb2,
+    stage_pb2,
+)
+from google.protobuf import timestamp_pb2
+
+from pipeline_events import domain
+from pipeline_events.errors import DecodeError, EncodeError
+from pipeline_events.fields import FieldSpec, Kind, field_specs, own_field_specs
+from pipeline_events.timestamps import NanoDatetime
+from pipeline_events.upcasting import DEFAULT_UPCASTERS, Upcasters
+
+EventEnvelope = envelope_pb2.EventEnvelope
+EventType = envelope_pb2.EventType
+
+_PROTO_MODULES = (
+    common_pb2,
+    pipeline_lifecycle_pb2,
+    processing_lifecycle_pb2,
+    stage_pb2,
+    operational_pb2,
+)
+# Domain class name -> official message class; the names are the same on both sides,
+# except Rust's Duration, which the schema calls UnsignedDuration.
+_MESSAGE_CLASSES: dict[str, Any] = {
+    name: getattr(module, name)
+    for module in _PROTO_MODULES
+    for name in module.DESCRIPTOR.message_types_by_name
+}
+_MESSAGE_CLASSES["Duration"] = common_pb2.UnsignedDuration
+
+#: Payload oneof case of each event class, e.g. ChunkProcessed -> "chunk_processed".
+PAYLOAD_CASES: dict[type[domain.Event], str] = {
+    cls: field.name
+    for cls, field in zip(
+        domain.EVENT_CLASSES,
+        EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields,
+        strict=True,
+    )
+}
+_CLASSES_BY_CASE = {case: cls for cls, case in PAYLOAD_CASES.items()}
+
+
+def event_type_number(event_type: str) -> int:
+    """The EventType enum value of a seed event name ("ChunkProcessed" -> 13)."""
+    return domain.EVENT_CLASSES.index(domain.EVENT_TYPES[event_type]) + 1
+
+
+def event_type_name(number: int) -> str:
+    """The seed event name of an EventType value; `Unknown(N)` for values this schema lacks."""
+    if 1 <= number <= len(domain.EVENT_CLASSES):
+        return domain.EVENT_CLASSES[number - 1].__name__
+    return f"Unknown({number})"
+
+
+# --- domain -> protobuf ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=65536)
+def _uuid_text(value: uuid.UUID) -> str:
+    # Pipeline and processing ids repeat on every event of a run; str() is the hot cost.
+    return str(value)
+
+
+def _timestamp(value: Any) -> timestamp_pb2.Timestamp:
+    instant = NanoDatetime.from_datetime(value)
+    return timestamp_pb2.Timestamp(seconds=instant.epoch_seconds, nanos=instant.nanosecond)
+
+
+def _to_proto_value(spec: FieldSpec) -> Callable[[Any], Any] | None:
+    """A converter from a domain value to what the protobuf constructor takes (None: as is)."""
+    kind = spec.kind
+    if kind is Kind.UUID:
+        return _uuid_text
+    if kind is Kind.TIMESTAMP:
+        return _timestamp
+    if kind is Kind.DURATION:
+        return lambda d: common_pb2.UnsignedDuration(secs=d.secs, nanos=d.nanos)
+    if kind is Kind.ENUM:
+        return int
+    if kind is Kind.PERMISSION:
+        return _permission_to_proto
+    if kind is Kind.RECORD:
+        return _record_encoder(spec.type)
+    if kind is Kind.LIST:
+        item = _to_proto_value(spec.item)
+        return (lambda xs: [item(x) for x in xs]) if item else list
+    if kind is Kind.MAP:
+        value = _to_proto_value(spec.item)
+        return (lambda m: {k: value(v) for k, v in m.items()}) if value else None
+    return None
+
+
+def _permission_to_proto(permission: domain.Permission) -> common_pb2.Permission:
+    if isinstance(permission, domain.CustomPermission):
+        return common_pb2.Permission(custom=permission.name)
+    return common_pb2.Permission(standard=int(permission))
+
+
+@functools.cache
+def _record_encoder(cls: type) -> Callable[[Any], Any]:
+    return _message_encoder(_MESSAGE_CLASSES[cls.__name__], field_specs(cls))
+
+
+def _message_encoder(message_cls: Any, specs: tuple[FieldSpec, ...]) -> Callable[[Any], Any]:
+    plan = [(spec.name, _to_proto_value(spec)) for spec in specs]
+
+    def encode(obj: Any) -> Any:
+        kwargs = {}
+        for name, convert in plan:
+            value = getattr(obj, name)
+            if value is None:
+                continue  # a Rust None: the field stays absent
+            kwargs[name] = convert(value) if convert else value
+        return message_cls(**kwargs)
+
+    return encode
+
+
+@functools.cache
+def _payload_encoder(cls: type[domain.Event]) -> Callable[[Any], Any]:
+    return _message_encoder(_MESSAGE_CLASSES[cls.__name__], own_field_specs(cls))
+
+
+def to_envelope(
+    event: domain.Event,
+    *,
+    correlation_id: str = "",
+    causation_id: str = "",
+    metadata: Mapping[str, str] | None = None,
+) -> EventEnvelope:
+    """The official protobuf envelope of a domain event.
+
+    Raises:
+        EncodeError: a value does not fit the schema (e.g. an integer outside u64).
+    """
+    if isinstance(event, domain.UnknownEvent):
+        return EventEnvelope.FromString(event.envelope_bytes)
+    cls = type(event)
+    try:
+        payload = _payload_encoder(cls)(event)
+        return EventEnvelope(
+            event_id=_uuid_text(event.event_id),
+            aggregate_id=_uuid_text(event.pipeline_id),
+            event_type=event_type_number(cls.__name__),
+            occurred_at=_timestamp(event.occurred_at),
+            schema_version=event.version,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            metadata=metadata,
+            **{PAYLOAD_CASES[cls]: payload},
+        )
+    except (ValueError, TypeError, AttributeError, OverflowError) as error:
+        raise EncodeError(f"{cls.__name__}: {error}") from error
+
+
+# --- protobuf -> domain ---------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=65536)
+def _parse_uuid(text: str) -> uuid.UUID:
+    return uuid.UUID(text)
+
+
+_MESSAGE_KINDS = (Kind.RECORD, Kind.TIMESTAMP, Kind.DURATION)
+
+
+def _from_proto_value(spec: FieldSpec) -> Callable[[Any], Any] | None:
+    """A converter from a protobuf value to the domain's (None: as is)."""
+    kind = spec.kind
+    if kind is Kind.UUID:
+        return _parse_uuid
+    if kind is Kind.TIMESTAMP:
+        return lambda ts: NanoDatetime.from_seconds_nanos(ts.seconds, ts.nanos)
+    if kind is Kind.DURATION:
+        return lambda d: domain.Duration(secs=d.secs, nanos=d.nanos)
+    if kind is Kind.ENUM:
+        return spec.type
+    if kind is Kind.PERMISSION:
+        return _permission_from_proto
+    if kind is Kind.RECORD:
+        return _record_decoder(spec.type)
+    if kind is Kind.LIST:
+        item = _from_proto_value(spec.item)
+        return (lambda xs: tuple(item(x) for x in xs)) if item else tuple
+    if kind is Kind.MAP:
+        value = _from_proto_value(spec.item)
+        return (lambda m: {k: value(v) for k, v in m.items()}) if value else dict
+    if kind is Kind.BYTES:
+        return bytes
+    return None
+
+
+def _permission_from_proto(permission: common_pb2.Permission) -> domain.Permission:
+    case = permission.WhichOneof("kind")
+    if case == "custom":
+        return domain.CustomPermission(permission.custom)
+    if case is None:
+        raise ValueError("a permission has neither a standard nor a custom value")
+    return domain.StandardPermission(permission.standard)
+
+
+@functools.cache
+def _record_decoder(cls: type) -> Callable[[Any], Any]:
+    return _message_decoder(cls, field_specs(cls))
+
+
+def _message_decoder(cls: type, specs: tuple[FieldSpec, ...]) -> Callable[[Any], Any]:
+    """Decodes a message into `cls(**fields)`; DecodeError names the failing field."""
+    plan = [
+        (spec.name, _from_proto_value(spec), spec.optional, spec.kind in _MESSAGE_KINDS)
+        for spec in specs
+    ]
+
+    def decode(message: Any) -> Any:
+        kwargs = {}
+        for name, convert, optional, is_message in plan:
+            if (optional or is_message) and not message.HasField(name):
+                if not optional:
+                    raise DecodeError("required message is missing", field=name)
+                kwargs[name] = None
+                continue
+            value = getattr(message, name)
+            try:
+                kwargs[name] = convert(value) if convert else value
+            except DecodeError as error:
+                raise DecodeError(error.reason, field=f"{name}.{error.field}") from error
+            except (ValueError, TypeError, OverflowError) as error:
+                raise DecodeError(str(error), field=name) from error
+        return cls(**kwargs)
+
+    return decode
+
+
+@functools.cache
+def _payload_decoder(cls: type[domain.Event]) -> Callable[[Any], dict[str, Any]]:
+    return _message_decoder(dict, own_field_specs(cls))
+
+
+def _envelope_uuid(envelope: EventEnvelope, name: str) -> uuid.UUID:
+    text = getattr(envelope, name)
+    try:
+        return _parse_uuid(text)
+    except ValueError as error:
+        raise DecodeError(f"not a UUID: {text!r}", field=name) from error
+
+
+def from_envelope(
+    envelope: EventEnvelope, *, upcasters: Upcasters = DEFAULT_UPCASTERS
+) -> domain.Event | domain.UnknownEvent:
+    """The domain event of an envelope, upcast to the current schema version.
+
+    An envelope whose payload case this schema does not know becomes an
+    UnknownEvent that keeps its bytes.
+
+    Raises:
+        DecodeError: the envelope breaks the schema (a malformed UUID, an
+            unknown enum value, a missing required message...).
+    """
+    case = envelope.WhichOneof("payload")
+    event_id = _envelope_uuid(envelope, "event_id")
+    pipeline_id = _envelope_uuid(envelope, "aggregate_id")
+    if not envelope.HasField("occurred_at"):
+        raise DecodeError("required timestamp is missing", field="occurred_at")
+    occurred_at = NanoDatetime.from_seconds_nanos(
+        envelope.occurred_at.seconds, envelope.occurred_at.nanos
+    )
+    if case is None:
+        return domain.UnknownEvent(
+            event_id=event_id,
+            pipeline_id=pipeline_id,
+            occurred_at=occurred_at,
+            version=envelope.schema_version,
+            type_number=envelope.event_type,
+            envelope_bytes=envelope.SerializeToString(),
+        )
+    cls = _CLASSES_BY_CASE[case]
+    if envelope.event_type != event_type_number(cls.__name__):
+        raise DecodeError(
+            f"event_type {envelope.event_type} does not match the payload case {case!r}",
+            field="event_type",
+        )
+    envelope = upcasters.upcast(envelope)
+    try:
+        own = _payload_decoder(cls)(getattr(envelope, case))
+    except DecodeError as error:
+        raise DecodeError(error.reason, field=f"{case}.{error.field}") from error
+    return cls(
+        event_id=event_id,
+        pipeline_id=pipeline_id,
+        occurred_at=occurred_at,
+        version=envelope.schema_version,
+        **own,
+    )
+
+
+# --- official <-> betterproto ---------------------------------------------------------------
+
+
+def to_betterproto(envelope: EventEnvelope) -> Any:
+    """The betterproto2 dataclass of an official envelope (through the wire bytes)."""
+    from adaptive_pipeline_betterproto.adaptive_pipeline.events import v1
+
+    return v1.EventEnvelope.parse(envelope.SerializeToString())
+
+
+def from_betterproto(envelope: Any) -> EventEnvelope:
+    """The official envelope of a betterproto2 dataclass (through the wire bytes)."""
+    return EventEnvelope.FromString(bytes(envelope))
