@@ -58,11 +58,12 @@ PAYLOAD_CASES: dict[type[domain.Event], str] = {
     )
 }
 _CLASSES_BY_CASE = {case: cls for cls, case in PAYLOAD_CASES.items()}
+_EVENT_TYPE_NUMBERS = {cls: number for number, cls in enumerate(domain.EVENT_CLASSES, start=1)}
 
 
 def event_type_number(event_type: str) -> int:
     """The EventType enum value of a seed event name ("ChunkProcessed" -> 13)."""
-    return domain.EVENT_CLASSES.index(domain.EVENT_TYPES[event_type]) + 1
+    return _EVENT_TYPE_NUMBERS[domain.EVENT_TYPES[event_type]]
 
 
 def event_type_name(number: int) -> str:
@@ -81,64 +82,118 @@ def _uuid_text(value: uuid.UUID) -> str:
     return str(value)
 
 
-def _timestamp(value: Any) -> timestamp_pb2.Timestamp:
-    instant = NanoDatetime.from_datetime(value)
-    return timestamp_pb2.Timestamp(seconds=instant.epoch_seconds, nanos=instant.nanosecond)
+def _set_timestamp(target: timestamp_pb2.Timestamp, value: Any) -> None:
+    instant = value if type(value) is NanoDatetime else NanoDatetime.from_datetime(value)
+    if instant.utcoffset():
+        instant = NanoDatetime.from_datetime(instant)
+    target.seconds = instant.epoch_seconds
+    target.nanos = instant.nanosecond
 
 
-def _to_proto_value(spec: FieldSpec) -> Callable[[Any], Any] | None:
-    """A converter from a domain value to what the protobuf constructor takes (None: as is)."""
-    kind = spec.kind
+# Encoders fill a message in place: setting fields on a message is 2-3x faster
+# in upb than building sub-messages and passing them to a constructor.
+Filler = Callable[[Any, Any], None]
+
+
+def _field_filler(spec: FieldSpec) -> Filler:
+    """Sets one field of a message from the domain value (never called with None)."""
+    name, kind = spec.name, spec.kind
+    if kind in (Kind.STR, Kind.U64, Kind.BOOL, Kind.F64, Kind.BYTES, Kind.ENUM):
+        return lambda message, value: setattr(message, name, value)
     if kind is Kind.UUID:
-        return _uuid_text
+        return lambda message, value: setattr(message, name, _uuid_text(value))
     if kind is Kind.TIMESTAMP:
-        return _timestamp
-    if kind is Kind.DURATION:
-        return lambda d: common_pb2.UnsignedDuration(secs=d.secs, nanos=d.nanos)
-    if kind is Kind.ENUM:
-        return int
-    if kind is Kind.PERMISSION:
-        return _permission_to_proto
-    if kind is Kind.RECORD:
-        return _record_encoder(spec.type)
+        return lambda message, value: _set_timestamp(getattr(message, name), value)
     if kind is Kind.LIST:
-        item = _to_proto_value(spec.item)
-        return (lambda xs: [item(x) for x in xs]) if item else list
+        item = spec.item
+        if item.kind in (Kind.PERMISSION, Kind.RECORD):
+            fill_item = _value_filler(item)
+            return lambda message, values: [
+                fill_item(getattr(message, name).add(), value) for value in values
+            ]
+        return lambda message, values: getattr(message, name).extend(values)
     if kind is Kind.MAP:
-        value = _to_proto_value(spec.item)
-        return (lambda m: {k: value(v) for k, v in m.items()}) if value else None
-    return None
+        if spec.item.kind is Kind.RECORD:
+            fill_value = _value_filler(spec.item)
+
+            def fill_map(message: Any, values: Mapping[str, Any]) -> None:
+                entries = getattr(message, name)
+                for key, value in values.items():
+                    fill_value(entries[key], value)
+
+            return fill_map
+        return lambda message, values: getattr(message, name).update(values)
+    fill_message = _value_filler(spec)
+
+    def fill_nested(message: Any, value: Any) -> None:
+        nested = getattr(message, name)
+        nested.SetInParent()  # present even when every field has its default value
+        fill_message(nested, value)
+
+    return fill_nested
 
 
-def _permission_to_proto(permission: domain.Permission) -> common_pb2.Permission:
-    if isinstance(permission, domain.CustomPermission):
-        return common_pb2.Permission(custom=permission.name)
-    return common_pb2.Permission(standard=int(permission))
+def _value_filler(spec: FieldSpec) -> Filler:
+    """Fills a whole message (a record, duration or permission) from a domain value."""
+    if spec.kind is Kind.DURATION:
+
+        def fill_duration(message: Any, value: domain.Duration) -> None:
+            message.secs = value.secs
+            message.nanos = value.nanos
+
+        return fill_duration
+    if spec.kind is Kind.PERMISSION:
+
+        def fill_permission(message: Any, value: domain.Permission) -> None:
+            if isinstance(value, domain.CustomPermission):
+                message.custom = value.name
+            else:
+                message.standard = value
+
+        return fill_permission
+    return _record_filler(spec.type)
 
 
 @functools.cache
-def _record_encoder(cls: type) -> Callable[[Any], Any]:
-    return _message_encoder(_MESSAGE_CLASSES[cls.__name__], field_specs(cls))
+def _record_filler(cls: type) -> Filler:
+    return _message_filler(field_specs(cls))
 
 
-def _message_encoder(message_cls: Any, specs: tuple[FieldSpec, ...]) -> Callable[[Any], Any]:
-    plan = [(spec.name, _to_proto_value(spec)) for spec in specs]
+_PLAIN_KINDS = (Kind.STR, Kind.U64, Kind.BOOL, Kind.F64, Kind.BYTES, Kind.ENUM)
 
-    def encode(obj: Any) -> Any:
-        kwargs = {}
-        for name, convert in plan:
-            value = getattr(obj, name)
-            if value is None:
-                continue  # a Rust None: the field stays absent
-            kwargs[name] = convert(value) if convert else value
-        return message_cls(**kwargs)
 
-    return encode
+def _message_filler(specs: tuple[FieldSpec, ...]) -> Filler:
+    """A fill function compiled for one message, as dataclasses compile `__init__`.
+
+    Straight-line attribute code is about twice as fast as looping over a plan
+    of closures, and this is the publish hot path.
+    """
+    namespace: dict[str, Any] = {"_uuid_text": _uuid_text}
+    lines = ["def fill(message, obj):"]
+    for spec in specs:
+        name = spec.name
+        if spec.kind in _PLAIN_KINDS:
+            assign = f"message.{name} = value"
+        elif spec.kind is Kind.UUID:
+            assign = f"message.{name} = _uuid_text(value)"
+        else:
+            namespace[f"_fill_{name}"] = _field_filler(spec)
+            assign = f"_fill_{name}(message, value)"
+        lines.append(f"    value = obj.{name}")
+        if spec.optional or spec.kind not in _PLAIN_KINDS:
+            lines.append("    if value is not None:")  # a Rust None: the field stays absent
+            lines.append(f"        {assign}")
+        else:
+            lines.append(f"    {assign}")
+    if len(lines) == 1:
+        lines.append("    pass")
+    exec("\n".join(lines), namespace)  # noqa: S102 - source built from our own field names
+    return namespace["fill"]
 
 
 @functools.cache
-def _payload_encoder(cls: type[domain.Event]) -> Callable[[Any], Any]:
-    return _message_encoder(_MESSAGE_CLASSES[cls.__name__], own_field_specs(cls))
+def _payload_filler(cls: type[domain.Event]) -> Filler:
+    return _message_filler(own_field_specs(cls))
 
 
 def to_envelope(
@@ -157,18 +212,23 @@ def to_envelope(
         return EventEnvelope.FromString(event.envelope_bytes)
     cls = type(event)
     try:
-        payload = _payload_encoder(cls)(event)
-        return EventEnvelope(
+        envelope = EventEnvelope(
             event_id=_uuid_text(event.event_id),
             aggregate_id=_uuid_text(event.pipeline_id),
-            event_type=event_type_number(cls.__name__),
-            occurred_at=_timestamp(event.occurred_at),
+            event_type=_EVENT_TYPE_NUMBERS[cls],
             schema_version=event.version,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            metadata=metadata,
-            **{PAYLOAD_CASES[cls]: payload},
         )
+        if correlation_id:
+            envelope.correlation_id = correlation_id
+        if causation_id:
+            envelope.causation_id = causation_id
+        if metadata:
+            envelope.metadata.update(metadata)
+        _set_timestamp(envelope.occurred_at, event.occurred_at)
+        payload = getattr(envelope, PAYLOAD_CASES[cls])
+        payload.SetInParent()
+        _payload_filler(cls)(payload, event)
+        return envelope
     except (ValueError, TypeError, AttributeError, OverflowError) as error:
         raise EncodeError(f"{cls.__name__}: {error}") from error
 

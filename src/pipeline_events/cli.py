@@ -3,23 +3,104 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+from collections.abc import Iterator
+from typing import BinaryIO, TextIO
 
 from pipeline_events import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="pipeline-events", description=__doc__)
+    from pipeline_events.convert import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="pipeline-events", description="Publish, store and stream Adaptive Pipeline events."
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     commands.add_parser("serve", help="run the EventService")
+
+    convert = commands.add_parser(
+        "convert",
+        help="convert JSON Lines of events between formats",
+        description="Convert events, one per line, between formats. A bad line is reported "
+        "on stderr as 'line N: reason', skipped, and makes the exit status 1.",
+    )
+    convert.add_argument("--from", dest="source", choices=FORMATS, required=True)
+    convert.add_argument("--to", dest="target", choices=FORMATS, required=True)
+    convert.add_argument("--input", "-i", help="input file (default: stdin)")
+    convert.add_argument("--output", "-o", help="output file (default: stdout)")
     return parser
+
+
+@contextlib.contextmanager
+def _open_input(path: str | None) -> Iterator[BinaryIO]:
+    if path is None or path == "-":
+        yield sys.stdin.buffer
+    else:
+        with open(path, "rb") as handle:
+            yield handle
+
+
+@contextlib.contextmanager
+def _open_output(path: str | None) -> Iterator[TextIO]:
+    if path is None or path == "-":
+        yield sys.stdout
+    else:
+        with open(path, "w", encoding="utf-8", newline="\n") as handle:
+            yield handle
+
+
+def _lines_with_progress(source: BinaryIO, show: bool) -> Iterator[bytes]:
+    """The input's lines, advancing a progress bar on stderr by bytes read."""
+    if not show:
+        yield from source
+        return
+    from rich.progress import Progress
+
+    try:
+        total: int | None = os.fstat(source.fileno()).st_size or None
+    except (OSError, ValueError):
+        total = None
+    with Progress(console=_stderr_console(), transient=False) as progress:
+        task = progress.add_task("converting", total=total)
+        for line in source:
+            progress.advance(task, len(line))
+            yield line
+
+
+def _stderr_console():  # noqa: ANN202 - rich is imported lazily
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """`convert`: stream lines from input to output; 1 if any line failed."""
+    from pipeline_events.convert import convert_lines
+
+    failed = 0
+    writing_to_file = args.output not in (None, "-")
+    with _open_input(args.input) as source, _open_output(args.output) as sink:
+        lines = _lines_with_progress(source, show=writing_to_file)
+        for result in convert_lines(lines, args.source, args.target):
+            if result.error is not None:
+                failed += 1
+                print(f"line {result.line}: {result.error}", file=sys.stderr)
+            else:
+                sink.write(result.output + "\n")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    if args.command == "convert":
+        return run_convert(args)
     if args.command == "serve":
         print("pipeline-events serve: the EventService is not built yet", file=sys.stderr)
         return 2

@@ -90,6 +90,10 @@ class NanoDatetime(_dt.datetime):
             return self.epoch_ns == _epoch_ns(other)
         return NotImplemented
 
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
     def __hash__(self) -> int:
         return hash(self.epoch_ns)
 

@@ -36,7 +36,7 @@ class Upcasters:
             case: the payload case, e.g. "chunk_processed".
             from_version: the schema version the function reads.
         """
-        if case not in _PAYLOAD.fields_by_name:
+        if case not in {field.name for field in _PAYLOAD.fields}:
             raise ValueError(f"no payload case {case!r} in EventEnvelope")
 
         def decorate(function: Upcaster) -> Upcaster:

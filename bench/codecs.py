@@ -1,0 +1,97 @@
+"""Encode and decode rates per codec for ChunkProcessed and ProcessingStarted envelopes.
+
+Run: `python bench/codecs.py` (about 30 s). Prints a Markdown table; compare
+rows within one run, since these 2-core machines are noisy.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from machine import describe, table  # noqa: E402
+
+from pipeline_events import adapter, domain  # noqa: E402
+from pipeline_events.codecs import binary, cloudevents, proto_json, rust_json  # noqa: E402
+
+PIPELINE = uuid.UUID("01945e7b-8ba3-d938-5f1b-e752169601a1")
+RUN = uuid.uuid4()
+GOALS = {
+    ("binary", "decode"): 1_000_000,
+    ("binary (from domain)", "encode"): 200_000,
+    ("rust-json", "decode"): 100_000,
+}
+
+
+def sample_events() -> dict[str, list[domain.Event]]:
+    """1,000 distinct events of each kind, as a producer would make them."""
+    chunks = [
+        domain.ChunkProcessed.new(PIPELINE, RUN, uuid.uuid4(), i, 1_048_576, "compression", 12)
+        for i in range(1000)
+    ]
+    context = domain.SecurityContext(
+        user_id="alice", permissions=(domain.StandardPermission.READ, domain.CustomPermission("audit"))
+    )
+    started = [
+        domain.ProcessingStarted.new(
+            PIPELINE, uuid.uuid4(), f"/data/in/{i}.csv", f"/data/out/{i}.adapipe", 1 << 20, context
+        )
+        for i in range(1000)
+    ]
+    return {"ChunkProcessed": chunks, "ProcessingStarted": started}
+
+
+def rate(function: Callable[[object], object], items: list[object], repeats: int = 5) -> float:
+    """Median items per second over `repeats` passes."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for item in items:
+            function(item)
+        rates.append(len(items) / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def measure(events: list[domain.Event]) -> list[tuple[str, str, float]]:
+    """(codec, direction, events/s) for one kind of event."""
+    envelopes = [adapter.to_envelope(e) for e in events]
+    wire = [binary.encode(e) for e in envelopes]
+    proto_texts = [proto_json.encode(e) for e in envelopes]
+    rust_texts = [rust_json.encode(e) for e in events]
+    cloud_texts = [cloudevents.encode_structured(e) for e in envelopes]
+    return [
+        ("binary", "decode", rate(binary.decode, wire)),
+        ("binary", "encode", rate(binary.encode, envelopes)),
+        ("binary (to domain)", "decode", rate(lambda b: adapter.from_envelope(binary.decode(b)), wire)),
+        ("binary (from domain)", "encode", rate(lambda e: binary.encode(adapter.to_envelope(e)), events)),
+        ("rust-json", "decode", rate(rust_json.decode, rust_texts)),
+        ("rust-json", "encode", rate(rust_json.encode, events)),
+        ("proto-json", "decode", rate(proto_json.decode, proto_texts)),
+        ("proto-json", "encode", rate(proto_json.encode, envelopes)),
+        ("cloudevents-json", "decode", rate(cloudevents.decode_structured, cloud_texts)),
+        ("cloudevents-json", "encode", rate(cloudevents.encode_structured, envelopes)),
+    ]
+
+
+def main() -> None:
+    results = {kind: measure(events) for kind, events in sample_events().items()}
+    rows = []
+    for index, (codec, direction, _) in enumerate(results["ChunkProcessed"]):
+        goal = GOALS.get((codec, direction))
+        rows.append(
+            [codec, direction]
+            + [f"{results[kind][index][2]:,.0f}" for kind in results]
+            + [f">= {goal:,}" if goal else ""]
+        )
+    print(f"Codec rates, events/s (median of 5 passes over 1,000 events) — {describe()}\n")
+    print(table(["codec", "direction", *results, "goal (ChunkProcessed)"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""The adapter: domain events <-> official envelopes <-> betterproto, and its errors."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from adaptive_pipeline.events.v1 import envelope_pb2
+from hypothesis import given, settings
+
+from pipeline_events import adapter, domain
+from pipeline_events.errors import DecodeError
+from tests.conftest import VECTORS_DIR
+from tests.strategies import events
+
+MANIFEST = json.loads((VECTORS_DIR / "manifest.json").read_text())["vectors"]
+
+
+def _vector(name: str) -> envelope_pb2.EventEnvelope:
+    return envelope_pb2.EventEnvelope.FromString((VECTORS_DIR / f"{name}.binpb").read_bytes())
+
+
+@pytest.mark.parametrize("name", [v["name"] for v in MANIFEST])
+def test_every_golden_vector_survives_the_domain_round_trip(name: str) -> None:
+    envelope = _vector(name)
+    event = adapter.from_envelope(envelope)
+    assert event.event_type == adapter.event_type_name(envelope.event_type)
+    assert event.occurred_at.nanosecond == envelope.occurred_at.nanos
+    back = adapter.to_envelope(
+        event,
+        correlation_id=envelope.correlation_id,
+        causation_id=envelope.causation_id,
+        metadata=envelope.metadata,
+    )
+    assert back == envelope
+
+
+@settings(max_examples=300)
+@given(events())
+def test_any_domain_event_round_trips_through_both_bindings(event: domain.Event) -> None:
+    envelope = adapter.to_envelope(event, correlation_id="c-1", metadata={"k": "v"})
+    assert adapter.from_envelope(envelope) == event
+    assert adapter.from_betterproto(adapter.to_betterproto(envelope)) == envelope
+
+
+def test_event_type_names_and_numbers_mirror_each_other() -> None:
+    assert adapter.event_type_number("ChunkProcessed") == 13
+    assert adapter.event_type_name(13) == "ChunkProcessed"
+    assert adapter.event_type_name(99) == "Unknown(99)"
+    assert [adapter.event_type_name(n) for n in range(1, 17)] == list(domain.EVENT_TYPES)
+
+
+def test_unknown_payload_case_becomes_an_unknown_event_that_keeps_its_bytes() -> None:
+    envelope = _vector("chunk_processed_full")
+    envelope.ClearField("chunk_processed")
+    envelope.event_type = 17
+    data = envelope.SerializeToString(deterministic=True) + b"\xaa\x07\x02\x08\x01"  # case 117
+    event = adapter.from_envelope(envelope_pb2.EventEnvelope.FromString(data))
+    assert isinstance(event, domain.UnknownEvent)
+    assert isinstance(event, domain.DomainEvent)
+    assert event.event_type == "Unknown(17)"
+    assert event.aggregate_id == uuid.UUID(envelope.aggregate_id)
+    assert adapter.to_envelope(event).SerializeToString(deterministic=True) == data
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: setattr(e, "event_id", "not-a-uuid"), "event_id"),
+        (lambda e: setattr(e, "aggregate_id", ""), "aggregate_id"),
+        (lambda e: e.ClearField("occurred_at"), "occurred_at"),
+        (lambda e: setattr(e, "event_type", 1), "event_type"),
+        (lambda e: setattr(e.processing_started, "processing_id", "x"), "processing_started.processing_id"),
+        (lambda e: e.processing_started.ClearField("security_context"), "processing_started.security_context"),
+        (
+            lambda e: e.processing_started.security_context.ClearField("created_at"),
+            "processing_started.security_context.created_at",
+        ),
+        (
+            lambda e: setattr(e.processing_started.security_context, "security_level", 42),
+            "processing_started.security_context.security_level",
+        ),
+        (
+            lambda e: e.processing_started.security_context.permissions.add(),
+            "processing_started.security_context.permissions",
+        ),
+    ],
+)
+def test_a_malformed_envelope_raises_decode_error_naming_the_field(mutate, field: str) -> None:
+    envelope = _vector("processing_started_full")
+    mutate(envelope)
+    with pytest.raises(DecodeError) as raised:
+        adapter.from_envelope(envelope)
+    assert raised.value.field == field

@@ -1,0 +1,75 @@
+"""`pipeline-events convert`, run as users run it: the installed console script."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+from pipeline_events.convert import convert_lines
+from tests.conftest import VECTORS_DIR
+
+CLI = str(Path(sys.executable).parent / "pipeline-events")
+BINARY_LINES = [
+    base64.b64encode(path.read_bytes()).decode() for path in sorted(VECTORS_DIR.glob("*.binpb"))
+]
+
+
+def _convert(source: str, target: str, text: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, "convert", "--from", source, "--to", target, *extra],
+        input=text, capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_chain_through_every_envelope_format_gives_back_the_same_bytes() -> None:
+    text = "\n".join(BINARY_LINES) + "\n"
+    for source, target in [
+        ("binary", "proto-json"),
+        ("proto-json", "cloudevents-json"),
+        ("cloudevents-json", "binary"),
+    ]:
+        result = _convert(source, target, text)
+        assert result.returncode == 0, result.stderr
+        text = result.stdout
+    assert text.splitlines() == BINARY_LINES
+
+
+def test_rust_json_lines_convert_to_the_same_event_and_back() -> None:
+    result = _convert("binary", "rust-json", "\n".join(BINARY_LINES))
+    assert result.returncode == 0, result.stderr
+    rust_lines = result.stdout.splitlines()
+    assert len(rust_lines) == len(BINARY_LINES)
+    assert all(line.startswith('{"') and '"version":' in line for line in rust_lines)
+    again = _convert("rust-json", "rust-json", result.stdout)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.splitlines() == rust_lines
+
+
+def test_a_bad_line_is_reported_skipped_and_fails_the_run() -> None:
+    lines = [*BINARY_LINES[:2], "not base64 at all!", *BINARY_LINES[2:4]]
+    result = _convert("binary", "proto-json", "\n".join(lines))
+    assert result.returncode == 1
+    assert len(result.stdout.splitlines()) == 4
+    assert result.stderr.startswith("line 3: ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_files_in_and_out_with_a_progress_bar_on_stderr(tmp_path: Path) -> None:
+    source = tmp_path / "events.b64"
+    source.write_text("\n".join(BINARY_LINES) + "\n")
+    target = tmp_path / "events.jsonl"
+    result = _convert("binary", "cloudevents-json", "", "--input", str(source), "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    assert len(target.read_text().splitlines()) == len(BINARY_LINES)
+    assert "converting" in result.stderr
+    assert result.stdout == ""
+
+
+def test_conversion_streams_instead_of_reading_everything_first() -> None:
+    endless = itertools.cycle(line.encode() for line in BINARY_LINES)
+    first = list(itertools.islice(convert_lines(endless, "binary", "proto-json"), 100))
+    assert [result.line for result in first] == list(range(1, 101))
+    assert all(result.error is None for result in first)
