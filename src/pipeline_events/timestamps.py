@@ -21,8 +21,9 @@ class NanoDatetime(_dt.datetime):
     Arithmetic falls back to plain `datetime` (microseconds).
     """
 
-    __slots__ = ("_nanosecond",)
+    __slots__ = ("_nanosecond", "_seconds")
     _nanosecond: int
+    _seconds: int | None  # epoch seconds, computed once: encoders read it per event
 
     def __new__(cls, *args: Any, nanosecond: int | None = None, **kwargs: Any) -> NanoDatetime:
         """Build like a datetime; `nanosecond` (0..999_999_999) overrides the microseconds."""
@@ -34,6 +35,7 @@ class NanoDatetime(_dt.datetime):
         if value.tzinfo is None:
             raise ValueError("NanoDatetime needs a timezone")
         value._nanosecond = value.microsecond * 1000 if nanosecond is None else nanosecond
+        value._seconds = None
         return value
 
     @classmethod
@@ -46,10 +48,12 @@ class NanoDatetime(_dt.datetime):
     def from_seconds_nanos(cls, seconds: int, nanos: int) -> NanoDatetime:
         """The instant of a protobuf Timestamp (seconds since the epoch, nanos 0..999_999_999)."""
         whole = _EPOCH + _dt.timedelta(seconds=seconds)
-        return cls(
+        value = cls(
             whole.year, whole.month, whole.day, whole.hour, whole.minute, whole.second,
             tzinfo=UTC, nanosecond=nanos,
         )  # fmt: skip
+        value._seconds = seconds
+        return value
 
     @classmethod
     def from_datetime(cls, value: _dt.datetime) -> NanoDatetime:
@@ -78,7 +82,9 @@ class NanoDatetime(_dt.datetime):
     @property
     def epoch_seconds(self) -> int:
         """Whole seconds since the epoch (floor), as in a protobuf Timestamp."""
-        return (self - _EPOCH) // _ONE_SECOND
+        if self._seconds is None:
+            self._seconds = (self - _EPOCH) // _ONE_SECOND
+        return self._seconds
 
     @property
     def epoch_ns(self) -> int:
