@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 
 import pytest
 from adaptive_pipeline.events.v1 import envelope_pb2
+from google.protobuf.message import Message
 from hypothesis import given, settings
 
 from pipeline_events import adapter, domain
@@ -36,12 +38,34 @@ def test_every_golden_vector_survives_the_domain_round_trip(name: str) -> None:
     assert back == envelope
 
 
+def _without_negative_zero(message: Message) -> Message:
+    """The message with -0.0 in implicit-presence doubles turned into 0.0, recursively."""
+    for field, value in message.ListFields():
+        if field.type == field.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                if field.message_type.fields_by_name["value"].type == field.TYPE_MESSAGE:
+                    for item in value.values():
+                        _without_negative_zero(item)
+            elif field.is_repeated:
+                for item in value:
+                    _without_negative_zero(item)
+            else:
+                _without_negative_zero(value)
+        elif field.type == field.TYPE_DOUBLE and not field.has_presence and not field.is_repeated:
+            if value == 0.0 and math.copysign(1.0, value) < 0:
+                setattr(message, field.name, 0.0)
+    return message
+
+
 @settings(max_examples=300)
 @given(events())
 def test_any_domain_event_round_trips_through_both_bindings(event: domain.Event) -> None:
     envelope = adapter.to_envelope(event, correlation_id="c-1", metadata={"k": "v"})
     assert adapter.from_envelope(envelope) == event
-    assert adapter.from_betterproto(adapter.to_betterproto(envelope)) == envelope
+    through_betterproto = adapter.from_betterproto(adapter.to_betterproto(envelope))
+    # betterproto2 0.10 treats -0.0 as the default of a plain double and drops it;
+    # that sign is the only thing it may lose.
+    assert through_betterproto == _without_negative_zero(envelope)
 
 
 def test_event_type_names_and_numbers_mirror_each_other() -> None:
@@ -71,8 +95,14 @@ def test_unknown_payload_case_becomes_an_unknown_event_that_keeps_its_bytes() ->
         (lambda e: setattr(e, "aggregate_id", ""), "aggregate_id"),
         (lambda e: e.ClearField("occurred_at"), "occurred_at"),
         (lambda e: setattr(e, "event_type", 1), "event_type"),
-        (lambda e: setattr(e.processing_started, "processing_id", "x"), "processing_started.processing_id"),
-        (lambda e: e.processing_started.ClearField("security_context"), "processing_started.security_context"),
+        (
+            lambda e: setattr(e.processing_started, "processing_id", "x"),
+            "processing_started.processing_id",
+        ),
+        (
+            lambda e: e.processing_started.ClearField("security_context"),
+            "processing_started.security_context",
+        ),
         (
             lambda e: e.processing_started.security_context.ClearField("created_at"),
             "processing_started.security_context.created_at",

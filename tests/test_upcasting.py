@@ -6,7 +6,7 @@ import pytest
 from adaptive_pipeline.events.v1 import envelope_pb2
 
 from pipeline_events import adapter, domain
-from pipeline_events.upcasting import Upcasters, UpcastError
+from pipeline_events.upcasting import UpcastError, Upcasters
 from tests.conftest import VECTORS_DIR
 
 

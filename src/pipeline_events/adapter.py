@@ -192,7 +192,7 @@ def _message_filler(specs: tuple[FieldSpec, ...]) -> Filler:
             lines.append(f"    {assign}")
     if len(lines) == 1:
         lines.append("    pass")
-    exec("\n".join(lines), namespace)  # noqa: S102 - source built from our own field names
+    exec("\n".join(lines), namespace)
     return namespace["fill"]
 
 

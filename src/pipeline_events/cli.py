@@ -73,7 +73,7 @@ def _lines_with_progress(source: BinaryIO, show: bool) -> Iterator[bytes]:
             yield line
 
 
-def _stderr_console():  # noqa: ANN202 - rich is imported lazily
+def _stderr_console():
     from rich.console import Console
 
     return Console(stderr=True)

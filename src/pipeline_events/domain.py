@@ -201,7 +201,9 @@ class Event:
         """
         order = cls.factory_parameters()
         if len(args) > len(order):
-            raise TypeError(f"{cls.__name__}.new takes at most {len(order) + 1} positional arguments")
+            raise TypeError(
+                f"{cls.__name__}.new takes at most {len(order) + 1} positional arguments"
+            )
         for name, value in zip(order, args, strict=False):
             if name in kwargs:
                 raise TypeError(f"{cls.__name__}.new got multiple values for {name!r}")

@@ -104,13 +104,13 @@ def _payload_field(event_type: str) -> Any:
 
 def _parse_payload(event_type: str, content_type: str, data: Any) -> message.Message:
     payload = _payload_field(event_type).message_type._concrete_class()
+    if content_type not in (PROTOBUF, JSON):
+        raise DecodeError(f"unsupported content type {content_type!r}", field="datacontenttype")
     try:
         if content_type == PROTOBUF:
             payload.MergeFromString(data)
-        elif content_type == JSON:
-            json_format.ParseDict(data, payload)
         else:
-            raise DecodeError(f"unsupported content type {content_type!r}", field="datacontenttype")
+            json_format.ParseDict(data, payload)
     except (message.DecodeError, json_format.ParseError, TypeError, ValueError) as error:
         raise DecodeError(f"bad {content_type} data: {error}", field="data") from error
     return payload

@@ -44,12 +44,24 @@ class _Invalid(Exception):
         return root + "".join(reversed(self.where))
 
 
+class _OutOfRange:
+    """A number beyond f64: serde_json skips it in ignored fields and rejects it elsewhere."""
+
+    def __repr__(self) -> str:
+        return "a number out of range"
+
+
+_OUT_OF_RANGE = _OutOfRange()
+
+
 def _key_segment(key: str) -> str:
     return "[" + json.dumps(key, ensure_ascii=False) + "]"
 
 
 def _describe(value: Any) -> str:
     """serde's wording for an unexpected JSON value."""
+    if value is _OUT_OF_RANGE:
+        return repr(value)
     if value is None:
         return "null"
     if value is True or value is False:
@@ -77,7 +89,7 @@ def _variant_name(member: enum.Enum) -> str:
 def _upstream_order(cls: type) -> tuple[FieldSpec, ...]:
     """Fields in Rust declaration order: events put their own fields between the ids and the time."""
     specs = field_specs(cls)
-    if not (isinstance(cls, type) and issubclass(cls, domain.Event)):
+    if not issubclass(cls, domain.Event):
         return specs
     common = {spec.name: spec for spec in specs if spec.name in domain.COMMON_FIELDS}
     return (
@@ -365,8 +377,7 @@ def _dec_str(value: Any) -> str:
     raise _wrong_type(value, "a string")
 
 
-# serde_json reads the integer `-0` as the float -0.0, so no unsigned field takes it; orjson
-# reads it as 0. A decode that met a 0 looks for a `-0` in its input (see `decode`).
+# A decode that met an integer 0 looks for a `-0` in its input: see _decode_like_serde.
 _zero = threading.local()
 
 
@@ -435,7 +446,6 @@ _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}"
     r"(?:\.([0-9]+))?(?:[Zz]|([-+\u2212])([0-9]{2}):([0-9]{2}))"
 )
-_new_datetime = _dt.datetime.__new__
 _from_iso = _dt.datetime.fromisoformat
 
 
@@ -446,21 +456,22 @@ def _dec_timestamp(value: Any) -> NanoDatetime:
     if match is None:
         raise _Invalid(f"not an RFC 3339 date-time with offset: {json.dumps(value)}")
     fraction, sign, off_hours, off_minutes = match.groups()
-    nanos = int(fraction[:9].ljust(9, "0")) if fraction else 0
+    if fraction is None:
+        nanos = 0
+    elif len(fraction) == 9:
+        nanos = int(fraction)
+    else:
+        nanos = int(fraction[:9].ljust(9, "0"))
     if sign is None or off_hours == off_minutes == "00":
         try:
             # The regex fixed the shape, so fromisoformat only checks the ranges.
             base = _from_iso(value[:19])
         except ValueError:
             return _timestamp_slow(value, nanos, 0)  # a leap second, year 0 or a bad date
-        # NanoDatetime's own constructor is several times slower; its only extra state is
-        # the nanosecond.
-        result = _new_datetime(
-            NanoDatetime, base.year, base.month, base.day,
-            base.hour, base.minute, base.second, nanos // 1000, _UTC,
+        return NanoDatetime(
+            base.year, base.month, base.day, base.hour, base.minute, base.second,
+            tzinfo=_UTC, nanosecond=nanos,
         )  # fmt: skip
-        result._nanosecond = nanos
-        return result
     if off_minutes > "59" or off_hours > "23":
         raise _Invalid(f"offset out of range: {json.dumps(value)}")
     offset = int(off_hours) * 3600 + int(off_minutes) * 60
@@ -635,105 +646,161 @@ def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     raise TypeError(f"{cls.__name__} has no slot {name!r}")  # pragma: no cover
 
 
-def _constructor(cls: type, names: tuple[str, ...]) -> Callable[[list[Any]], Any]:
-    """Build an instance from field values in `names` order.
+def _compile_reader(cls: type, plan: tuple[tuple[str, Converter, bool], ...], item: str) -> Any:
+    """A function that reads one record, compiled as dataclasses compile `__init__`.
 
-    The frozen dataclasses' __init__ costs a third of a whole decode, so instances are
-    filled slot by slot; a class with a __post_init__ gets its __init__ instead.
+    Straight-line code is markedly faster than a loop over the plan, and this is the
+    decode hot path. `item` is the expression of a field's raw value, `get(name)` for a
+    map or `value[index]` for a sequence. The instance's slots are filled directly: the
+    frozen __init__ alone would cost a third of a decode.
     """
-    if hasattr(cls, "__post_init__") or not hasattr(cls, "__slots__"):
-        return lambda values: cls(**dict(zip(names, values, strict=True)))
-    setters = tuple(_slot_setter(cls, name) for name in names)
-
-    def construct(values: list[Any]) -> Any:
-        instance = _new_object(cls)
-        for setter, value in zip(setters, values):  # noqa: B905 - same length by construction
-            setter(instance, value)
-        return instance
-
-    return construct
+    if hasattr(cls, "__post_init__"):  # pragma: no cover - a guard for future domain changes
+        raise TypeError(f"{cls.__name__} validates in __post_init__, which filling slots skips")
+    namespace: dict[str, Any] = {"_new": _new_object, "_cls": cls, "_uuids": _UUIDS.get}
+    lines = ["def read(value):", "    instance = _new(_cls)"]
+    if item.startswith("get("):
+        lines.append("    get = value.get")
+    for index, (name, convert, optional) in enumerate(plan):
+        namespace[f"_convert{index}"] = convert
+        namespace[f"_set{index}"] = _slot_setter(cls, name)
+        # The commonest cases are inlined; the converter handles the rest and every error.
+        if optional:
+            converted = f"None if raw is None else _convert{index}(raw)"
+        elif convert is _dec_str:
+            converted = f"raw if raw.__class__ is str else _convert{index}(raw)"
+        elif convert is _dec_u64:
+            converted = (
+                f"raw if raw.__class__ is int and 0 < raw <= {U64_MAX} else _convert{index}(raw)"
+            )
+        elif convert is _dec_uuid:
+            converted = f"(raw.__class__ is str and _uuids(raw)) or _convert{index}(raw)"
+        else:
+            converted = f"_convert{index}(raw)"
+        lines.append(f"    raw = {item.format(name=name, index=index)}")
+        lines.append(f"    _set{index}(instance, {converted})")
+    lines.append("    return instance")
+    exec("\n".join(lines), namespace)  # the source holds only our own field names
+    return namespace["read"]
 
 
 @functools.cache
 def _record_decoder(cls: type) -> Converter:
     """A derived serde struct: a map by field name (unknown keys ignored) or a sequence in order."""
-    specs = _upstream_order(cls)
-    plan = tuple((spec.name, _decoder(spec), spec.optional) for spec in specs)
-    construct = _constructor(cls, tuple(spec.name for spec in specs))
+    plan = tuple((spec.name, _decoder(spec), spec.optional) for spec in _upstream_order(cls))
+    from_map = _compile_reader(cls, plan, "get({name!r})")
+    from_sequence = _compile_reader(cls, plan, "value[{index}]")
     expected = f"struct {_rust_name(cls)}"
 
+    def locate(value: Any, failure: _Invalid) -> _Invalid:
+        """The first failing field's error with its path; the compiled readers know neither."""
+        is_map = value.__class__ is dict
+        for index, (name, convert, optional) in enumerate(plan):
+            raw = value.get(name) if is_map else value[index]
+            if raw is None and optional:
+                continue  # null, or absent: serde reads both as None
+            try:
+                if raw is None and is_map and name not in value:
+                    raise _Invalid(f"missing field `{name}`")
+                convert(raw)
+            except _Invalid as error:
+                error.where.append("." + name)
+                return error
+        return failure  # pragma: no cover - the converters are deterministic
+
     def decode_record(value: Any) -> Any:
-        values = []
         if value.__class__ is dict:
-            get = value.get
-            for name, convert, optional in plan:
-                raw = get(name)
-                if raw is None and optional:
-                    values.append(None)  # null, or absent: serde reads both as None
-                    continue
-                try:
-                    if raw is None and name not in value:
-                        raise _Invalid(f"missing field `{name}`")
-                    values.append(convert(raw))
-                except _Invalid as error:
-                    error.where.append("." + name)
-                    raise
-        elif value.__class__ is list:
+            try:
+                return from_map(value)
+            except _Invalid as failure:
+                raise locate(value, failure) from None
+        if value.__class__ is list:
             # serde's derived structs also read a sequence of every field, Options included.
             if len(value) != len(plan):
                 raise _Invalid(
                     f"invalid length {len(value)}, expected {expected} with {len(plan)} elements"
                 )
-            for (name, convert, optional), raw in zip(plan, value, strict=True):
-                try:
-                    values.append(None if raw is None and optional else convert(raw))
-                except _Invalid as error:
-                    error.where.append("." + name)
-                    raise
-        else:
-            raise _wrong_type(value, expected)
-        return construct(values)
+            try:
+                return from_sequence(value)
+            except _Invalid as failure:
+                raise locate(value, failure) from None
+        raise _wrong_type(value, expected)
 
     return decode_record
+
+
+# --- The slow, serde-faithful parse ---------------------------------------------------------
+# orjson refuses a few documents serde_json reads: serde_json skips ignored (unknown) fields
+# without checking their numbers or escapes, so `1e400` or a lone `\ud800` there is fine. And
+# orjson reads the integer `-0` as 0 where serde_json reads -0.0, which no unsigned field takes.
+# Such documents are re-read with the standard library, with numbers read as serde_json does.
 
 
 _NEGATIVE_ZERO = re.compile(r"-0(?![0-9A-Za-z.])")
 _NEGATIVE_ZERO_BYTES = re.compile(rb"-0(?![0-9A-Za-z.])")
 
 
-def _json_int(text: str) -> int | float:
+def _serde_float(text: str) -> Any:
+    value = float(text)
+    return value if math.isfinite(value) else _OUT_OF_RANGE
+
+
+def _serde_int(text: str) -> Any:
     if text == "-0":
         return -0.0
-    value = int(text)
-    return value if -(2**63) <= value <= U64_MAX else float(text)  # as orjson and serde_json
+    try:
+        value = int(text)
+    except ValueError:  # past the standard library's digit limit
+        return _serde_float(text)
+    return value if -(2**63) <= value <= U64_MAX else _serde_float(text)
 
 
-def _json_float(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"number out of range: {text}")
-    return value
-
-
-def _json_constant(text: str) -> Any:
+def _no_constant(text: str) -> Any:
     raise ValueError(f"expected value, found {text}")
 
 
-def _reparse_negative_zero(text: str | bytes) -> Any:
-    """The document again, with each integer `-0` as -0.0 like serde_json; None if it has none."""
+def _serde_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for key, _ in pairs:
+        if not key.isascii():
+            key.encode()  # serde_json reads every key as a str: lone surrogates fail
+    return dict(pairs)
+
+
+def _has_negative_zero(text: str | bytes) -> bool:
     if isinstance(text, str):
-        if not _NEGATIVE_ZERO.search(text):
-            return None
-    else:
-        text = bytes(text)
-        if not _NEGATIVE_ZERO_BYTES.search(text):
-            return None
+        return _NEGATIVE_ZERO.search(text) is not None
+    return _NEGATIVE_ZERO_BYTES.search(bytes(text)) is not None
+
+
+def _decode_like_serde(text: Any, orjson_error: Exception | None = None) -> domain.Event:
+    """Decode with the standard library's parser, reading numbers as serde_json does."""
     try:
-        return json.loads(
-            text, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant
+        if isinstance(text, str):
+            text.encode()  # a str with lone surrogates is no UTF-8 document
+        elif isinstance(text, bytes | bytearray | memoryview):
+            text = bytes(text).decode()  # serde_json reads UTF-8 only, no BOM
+        else:
+            raise ValueError(f"expected str or bytes, not {type(text).__name__}")
+        document = json.loads(
+            text,
+            parse_int=_serde_int,
+            parse_float=_serde_float,
+            parse_constant=_no_constant,
+            object_pairs_hook=_serde_object,
         )
-    except (ValueError, RecursionError) as error:  # pragma: no cover - orjson read it already
-        raise DecodeError(f"invalid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:
+        raise DecodeError(f"invalid JSON: {orjson_error or error}") from None
+    event = _decode_document(document)
+    try:
+        # The standard library keeps lone surrogates, which no Rust String holds.
+        _record_encoder(type(event))(event)
+    except _Invalid as error:
+        raise DecodeError(error.reason, field=error.path(type(event).__name__)) from None
+    return event
+
+
+@functools.cache
+def _event_decoders() -> dict[str, Converter]:
+    return {cls.__name__: _record_decoder(cls) for cls in domain.EVENT_CLASSES}
 
 
 def _decode_document(document: Any) -> domain.Event:
@@ -744,11 +811,11 @@ def _decode_document(document: Any) -> domain.Event:
             f"expected an object with exactly one key, the event type; found {len(document)} keys"
         )
     ((name, payload),) = document.items()
-    cls = domain.EVENT_TYPES.get(name)
-    if cls is None:
+    decoder = _event_decoders().get(name)
+    if decoder is None:
         raise DecodeError(f"unknown variant `{name}`, expected one of the 16 pipeline events")
     try:
-        return _record_decoder(cls)(payload)
+        return decoder(payload)
     except _Invalid as error:
         raise DecodeError(error.reason, field=error.path(name)) from None
 
@@ -758,11 +825,9 @@ def decode(text: str | bytes) -> domain.Event:
     try:
         document = orjson.loads(text)
     except orjson.JSONDecodeError as error:
-        raise DecodeError(f"invalid JSON: {error}") from None
+        return _decode_like_serde(text, error)
     _zero.seen = False
     event = _decode_document(document)
-    if _zero.seen:
-        document = _reparse_negative_zero(text)
-        if document is not None:
-            return _decode_document(document)
+    if _zero.seen and _has_negative_zero(text):
+        return _decode_like_serde(text)
     return event

@@ -1,0 +1,395 @@
+"""The event store interface, its value types and errors, and the append rules every backend shares.
+
+Positions and revisions count from 1; 0 means "none" (an empty log, a stream
+that does not exist yet), as in the contract's RecordedEvent.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from adaptive_pipeline.events.v1 import envelope_pb2
+
+from pipeline_events.errors import PipelineEventsError
+
+EventEnvelope = envelope_pb2.EventEnvelope
+_PAYLOAD_CASES = {
+    f.name: f.number - 100 for f in EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+}
+
+# EventCategory value -> the EventType values in it (the seed's grouping).
+CATEGORY_TYPES: dict[int, frozenset[int]] = {
+    1: frozenset({1, 2, 3}),
+    2: frozenset({4, 5, 6, 7, 8, 9}),
+    3: frozenset({10, 11, 12}),
+    4: frozenset({13, 14, 15, 16}),
+}
+
+
+class ExpectedState(enum.Enum):
+    """Expected-revision checks other than an exact revision."""
+
+    ANY = "any"  # no check
+    NO_STREAM = "no_stream"  # the aggregate has no events yet (same as revision 0)
+    STREAM_EXISTS = "stream_exists"  # the aggregate has at least one event
+
+
+#: An expected revision: an ExpectedState or the exact latest revision (0 = no stream).
+ExpectedRevision = ExpectedState | int
+
+
+class StoreError(PipelineEventsError):
+    """Base of the store's errors."""
+
+
+class InvalidEventError(StoreError, ValueError):
+    """An envelope the store cannot record (missing or malformed ids)."""
+
+
+class WrongExpectedRevisionError(StoreError):
+    """An aggregate's revision is not what the append expected; nothing was appended."""
+
+    def __init__(self, aggregate_id: str, expected: ExpectedRevision, actual: int):
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual
+        shown = expected.value if isinstance(expected, ExpectedState) else expected
+        super().__init__(f"aggregate {aggregate_id}: expected revision {shown}, actual {actual}")
+
+
+class DuplicateEventError(StoreError):
+    """An event id is already stored with different content; nothing was appended."""
+
+    def __init__(self, event_id: str):
+        self.event_id = event_id
+        super().__init__(f"event {event_id} is already stored with different content")
+
+
+class StoreClosedError(StoreError, RuntimeError):
+    """The store was closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where an event is stored."""
+
+    global_position: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """Positions of an appended batch, in request order."""
+
+    positions: tuple[Position, ...]
+    already_recorded: bool  # every event was a retry of one already stored
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as stored: its envelope bytes and where it sits."""
+
+    global_position: int
+    revision: int
+    aggregate_id: str
+    event_type: int
+    processing_id: str  # "" when the event has none
+    recorded_at_ns: int
+    data: bytes  # the envelope exactly as appended
+
+    def envelope(self) -> EventEnvelope:
+        """The parsed envelope (unknown fields kept)."""
+        return EventEnvelope.FromString(self.data)
+
+    @property
+    def event_id(self) -> str:
+        """The event id, read from the envelope (readers rarely need it, so it is not a column)."""
+        return self.envelope().event_id
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """A server-side filter: OR within a field, AND across fields; an empty field keeps all."""
+
+    event_types: frozenset[int] = frozenset()
+    categories: frozenset[int] = frozenset()
+    aggregate_ids: frozenset[str] = frozenset()
+    processing_ids: frozenset[str] = frozenset()
+
+    @property
+    def type_set(self) -> frozenset[int] | None:
+        """EventType values that pass both the type and the category conditions; None: any."""
+        types: frozenset[int] | None = self.event_types or None
+        if self.categories:
+            in_categories = frozenset().union(*(CATEGORY_TYPES.get(c, ()) for c in self.categories))
+            types = in_categories if types is None else types & in_categories
+        return types
+
+    @property
+    def is_empty(self) -> bool:
+        """True when the filter keeps every event."""
+        return not (
+            self.event_types or self.categories or self.aggregate_ids or self.processing_ids
+        )
+
+    def matches(self, event: RecordedEvent) -> bool:
+        """Whether the event passes the filter."""
+        types = self.type_set
+        return (
+            (types is None or event.event_type in types)
+            and (not self.aggregate_ids or event.aggregate_id in self.aggregate_ids)
+            and (not self.processing_ids or event.processing_id in self.processing_ids)
+        )
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        event_types: Sequence[int] = (),
+        categories: Sequence[int] = (),
+        aggregate_ids: Sequence[str] = (),
+        processing_ids: Sequence[str] = (),
+    ) -> EventFilter:
+        """A filter from sequences; ids are normalised to canonical lowercase UUID text."""
+        return cls(
+            frozenset(event_types),
+            frozenset(categories),
+            frozenset(canonical_uuid(i, "aggregate_ids") for i in aggregate_ids),
+            frozenset(canonical_uuid(i, "processing_ids") for i in processing_ids),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReadResult:
+    """A page of the global log."""
+
+    events: list[RecordedEvent]
+    # Every position up to here was considered (matching or not): resume after it.
+    scanned_to: int
+
+
+def canonical_uuid(text: str, what: str) -> str:
+    """Lowercase hyphenated form of any UUID text upstream accepts."""
+    try:
+        return str(uuid.UUID(text))
+    except (ValueError, TypeError, AttributeError) as error:
+        raise InvalidEventError(f"{what}: not a UUID: {text!r}") from error
+
+
+@dataclass(frozen=True, slots=True)
+class ProposedEvent:
+    """An envelope prepared for appending: its ids and exact bytes."""
+
+    event_id: str
+    aggregate_id: str
+    event_type: int
+    processing_id: str
+    data: bytes
+
+    @classmethod
+    def of(cls, envelope: EventEnvelope) -> ProposedEvent:
+        """Extract what the store indexes; the bytes are the deterministic serialization."""
+        case = envelope.WhichOneof("payload")
+        processing_id = ""
+        if case is not None:
+            processing_id = getattr(getattr(envelope, case), "processing_id", "") or ""
+        return cls(
+            event_id=canonical_uuid(envelope.event_id, "event_id"),
+            aggregate_id=canonical_uuid(envelope.aggregate_id, "aggregate_id"),
+            event_type=envelope.event_type,
+            processing_id=canonical_uuid(processing_id, "processing_id") if processing_id else "",
+            data=envelope.SerializeToString(deterministic=True),
+        )
+
+
+@dataclass(slots=True)
+class AppendPlan:
+    """What one append writes, decided by `plan_append`."""
+
+    result: AppendResult
+    new_events: list[tuple[ProposedEvent, Position]] = field(default_factory=list)
+
+
+def plan_append(
+    batch: Sequence[ProposedEvent],
+    expected: Mapping[str, ExpectedRevision],
+    *,
+    head: int,
+    stored: Callable[[list[str]], dict[str, tuple[bytes, Position]]],
+    revision_of: Callable[[str], int],
+) -> AppendPlan:
+    """The rules of an append, shared by every backend (run inside its atomic section).
+
+    - an event id stored with the same bytes is a retry: it keeps its original
+      position and is not written again; with other bytes it is a conflict;
+    - expected revisions are checked only for aggregates that get new events,
+      so retrying a batch that succeeded succeeds;
+    - new events get the next global positions and contiguous revisions.
+
+    Args:
+        head: the current last global position.
+        stored: looks up already-stored events by id -> (bytes, position).
+        revision_of: an aggregate's current latest revision (0: no events).
+
+    Raises:
+        InvalidEventError, DuplicateEventError, WrongExpectedRevisionError.
+    """
+    ids = [event.event_id for event in batch]
+    if len(set(ids)) != len(ids):
+        raise InvalidEventError("the same event id appears twice in one batch")
+    existing = stored(ids)
+    positions: list[Position | None] = []
+    fresh: list[ProposedEvent] = []
+    for event in batch:
+        if event.event_id in existing:
+            data, position = existing[event.event_id]
+            if data != event.data:
+                raise DuplicateEventError(event.event_id)
+            positions.append(position)
+        else:
+            positions.append(None)
+            fresh.append(event)
+    if not fresh:
+        return AppendPlan(AppendResult(tuple(positions), already_recorded=True))  # type: ignore[arg-type]
+
+    revisions: dict[str, int] = {}
+    for event in fresh:
+        if event.aggregate_id not in revisions:
+            actual = revision_of(event.aggregate_id)
+            check = expected.get(event.aggregate_id, ExpectedState.ANY)
+            if not _satisfies(check, actual):
+                raise WrongExpectedRevisionError(event.aggregate_id, check, actual)
+            revisions[event.aggregate_id] = actual
+    plan = AppendPlan(AppendResult((), already_recorded=False))
+    next_position = head
+    for index, position in enumerate(positions):
+        if position is None:
+            event = batch[index]
+            next_position += 1
+            revisions[event.aggregate_id] += 1
+            positions[index] = Position(next_position, revisions[event.aggregate_id])
+            plan.new_events.append((event, positions[index]))  # type: ignore[arg-type]
+    plan.result = AppendResult(tuple(positions), already_recorded=False)  # type: ignore[arg-type]
+    return plan
+
+
+def _satisfies(expected: ExpectedRevision, actual: int) -> bool:
+    if expected is ExpectedState.ANY:
+        return True
+    if expected is ExpectedState.NO_STREAM:
+        return actual == 0
+    if expected is ExpectedState.STREAM_EXISTS:
+        return actual > 0
+    return actual == expected
+
+
+def normalise_expected(
+    expected: Mapping[str, ExpectedRevision] | None,
+) -> dict[str, ExpectedRevision]:
+    """Expected revisions keyed by canonical aggregate id."""
+    if not expected:
+        return {}
+    normalised: dict[str, ExpectedRevision] = {}
+    for aggregate_id, check in expected.items():
+        if not isinstance(check, ExpectedState) and (not isinstance(check, int) or check < 0):
+            raise InvalidEventError(
+                f"expected revision for {aggregate_id} must be >= 0 or an ExpectedState"
+            )
+        normalised[canonical_uuid(aggregate_id, "expected revision aggregate id")] = check
+    return normalised
+
+
+class HeadSignal:
+    """The last committed global position, and a way to wait for it to move (event-loop side)."""
+
+    def __init__(self, head: int = 0) -> None:
+        self.head = head
+        self.closed = False
+        self._advanced = asyncio.Event()
+
+    def advance(self, head: int) -> None:
+        """Record a new head and wake every waiter."""
+        if head > self.head:
+            self.head = head
+            self._wake()
+
+    def close(self) -> None:
+        """Wake every waiter for good."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
+    async def wait(self, after_position: int, timeout: float | None) -> int:
+        """Wait until the head passes `after_position`, the timeout, or close; return the head."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self.head <= after_position and not self.closed:
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            try:
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+            except TimeoutError:
+                break
+        return self.head
+
+
+class EventStore(abc.ABC):
+    """An append-only event log, per aggregate and global. All methods are coroutines."""
+
+    @abc.abstractmethod
+    async def append(
+        self,
+        envelopes: Sequence[EventEnvelope],
+        expected: Mapping[str, ExpectedRevision] | None = None,
+    ) -> AppendResult:
+        """Append a batch atomically (all or nothing); see `plan_append` for the rules."""
+
+    @abc.abstractmethod
+    async def read_aggregate(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """One aggregate's events from `from_revision` (inclusive; 0: the first forwards,
+        the latest backwards) in the chosen direction."""
+
+    @abc.abstractmethod
+    async def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        filter: EventFilter | None = None,
+        limit: int = 1000,
+    ) -> ReadResult:
+        """Events with a global position greater than `after_position` that pass the filter."""
+
+    @abc.abstractmethod
+    async def head_position(self) -> int:
+        """The last global position (0: empty)."""
+
+    @abc.abstractmethod
+    async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
+        """Wait until the head passes `after_position` (or the timeout); return the head."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release resources; pending appends are finished first."""
+
+    async def __aenter__(self) -> EventStore:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()

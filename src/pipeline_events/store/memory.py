@@ -1,0 +1,125 @@
+"""In-memory event store: for tests and embedding. Same semantics as every backend, no durability."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+
+from pipeline_events.store.base import (
+    AppendResult,
+    EventEnvelope,
+    EventFilter,
+    EventStore,
+    ExpectedRevision,
+    HeadSignal,
+    Position,
+    ProposedEvent,
+    ReadResult,
+    RecordedEvent,
+    StoreClosedError,
+    canonical_uuid,
+    normalise_expected,
+    plan_append,
+)
+
+
+class MemoryEventStore(EventStore):
+    """Keeps every event in lists and dicts of this process."""
+
+    def __init__(self) -> None:
+        self._log: list[RecordedEvent] = []  # index = global position - 1
+        self._by_id: dict[str, RecordedEvent] = {}
+        self._by_aggregate: dict[str, list[RecordedEvent]] = {}
+        self._signal = HeadSignal()
+        self._closed = False
+
+    async def append(
+        self,
+        envelopes: Sequence[EventEnvelope],
+        expected: Mapping[str, ExpectedRevision] | None = None,
+    ) -> AppendResult:
+        self._check_open()
+        batch = [ProposedEvent.of(envelope) for envelope in envelopes]
+        checks = normalise_expected(expected)
+        # No await between planning and writing: the append is atomic on the event loop.
+        plan = plan_append(
+            batch,
+            checks,
+            head=len(self._log),
+            stored=self._stored,
+            revision_of=lambda aggregate: len(self._by_aggregate.get(aggregate, ())),
+        )
+        now = time.time_ns()
+        for event, position in plan.new_events:
+            recorded = RecordedEvent(
+                position.global_position, position.revision, event.aggregate_id,
+                event.event_type, event.processing_id, now, event.data,
+            )  # fmt: skip
+            self._log.append(recorded)
+            self._by_id[event.event_id] = recorded
+            self._by_aggregate.setdefault(event.aggregate_id, []).append(recorded)
+        self._signal.advance(len(self._log))
+        return plan.result
+
+    def _stored(self, ids: list[str]) -> dict[str, tuple[bytes, Position]]:
+        found = {event_id: self._by_id.get(event_id) for event_id in ids}
+        return {
+            event_id: (e.data, Position(e.global_position, e.revision))
+            for event_id, e in found.items()
+            if e is not None
+        }
+
+    async def read_aggregate(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        events = self._by_aggregate.get(canonical_uuid(aggregate_id, "aggregate_id"), [])
+        if backwards:
+            end = len(events) if from_revision == 0 else min(from_revision, len(events))
+            selected = events[:end][::-1]
+        else:
+            selected = events[max(from_revision, 1) - 1 :]
+        return selected[:limit] if limit is not None else list(selected)
+
+    async def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        filter: EventFilter | None = None,
+        limit: int = 1000,
+    ) -> ReadResult:
+        self._check_open()
+        head = len(self._log)
+        events: list[RecordedEvent] = []
+        position = after_position
+        for recorded in self._log[after_position:]:
+            position = recorded.global_position
+            if filter is None or filter.matches(recorded):
+                events.append(recorded)
+                if len(events) == limit:
+                    return ReadResult(events, position)
+        return ReadResult(events, max(head, after_position))
+
+    async def head_position(self) -> int:
+        self._check_open()
+        return len(self._log)
+
+    async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
+        self._check_open()
+        return await self._signal.wait(after_position, timeout)
+
+    async def close(self) -> None:
+        self._closed = True
+        self._signal.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+
+__all__ = ["MemoryEventStore"]

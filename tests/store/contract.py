@@ -1,0 +1,281 @@
+"""The contract every event store backend passes: subclass EventStoreContract once per backend."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from adaptive_pipeline.events.v1 import envelope_pb2
+
+from pipeline_events import adapter, domain
+from pipeline_events.store import (
+    DuplicateEventError,
+    EventFilter,
+    EventStore,
+    ExpectedState,
+    InvalidEventError,
+    StoreClosedError,
+    WrongExpectedRevisionError,
+)
+
+
+def chunk(
+    pipeline: uuid.UUID, run: uuid.UUID | None = None, n: int = 0
+) -> envelope_pb2.EventEnvelope:
+    """A ChunkProcessed envelope of `pipeline`."""
+    event = domain.ChunkProcessed.new(
+        pipeline, run or uuid.uuid4(), uuid.uuid4(), n, 1024, "compression", 1
+    )
+    return adapter.to_envelope(event)
+
+
+def created(pipeline: uuid.UUID) -> envelope_pb2.EventEnvelope:
+    """A PipelineCreated envelope (a pipeline-lifecycle event, no processing id)."""
+    return adapter.to_envelope(domain.PipelineCreated.new(pipeline, "p", 3))
+
+
+class EventStoreContract:
+    """Guarantees of DESIGN.md's event store, identical for every backend."""
+
+    async def make_store(self, tmp_path: Path) -> EventStore:
+        """Open a fresh, empty store of the backend under test."""
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[EventStore]:
+        store = await self.make_store(tmp_path)
+        yield store
+        await store.close()
+
+    # --- appending ------------------------------------------------------------------------
+
+    async def test_positions_count_from_one_and_revisions_per_aggregate(
+        self, store: EventStore
+    ) -> None:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        result = await store.append([chunk(a), chunk(b), chunk(a), chunk(a)])
+        assert [(p.global_position, p.revision) for p in result.positions] == [
+            (1, 1), (2, 1), (3, 2), (4, 3),
+        ]  # fmt: skip
+        assert not result.already_recorded
+        assert await store.head_position() == 4
+        more = await store.append([chunk(b)])
+        assert (more.positions[0].global_position, more.positions[0].revision) == (5, 2)
+
+    async def test_a_batch_is_all_or_nothing(self, store: EventStore) -> None:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        await store.append([chunk(a)])
+        with pytest.raises(WrongExpectedRevisionError):
+            await store.append([chunk(b), chunk(a)], {str(a): ExpectedState.NO_STREAM})
+        stored = await store.append([created(b)])
+        with pytest.raises(DuplicateEventError):
+            conflicting = created(b)
+            conflicting.event_id = stored_event_id(await store.read_aggregate(str(b)))
+            await store.append([chunk(b), conflicting])
+        assert await store.head_position() == 2
+        assert len(await store.read_aggregate(str(b))) == 1
+        assert stored.positions[0].global_position == 2
+
+    async def test_a_retried_batch_returns_the_original_positions(self, store: EventStore) -> None:
+        a = uuid.uuid4()
+        batch = [chunk(a), chunk(a)]
+        first = await store.append(batch, {str(a): 0})
+        await store.append([chunk(uuid.uuid4())])
+        again = await store.append(batch, {str(a): 0})  # the check passed once; a retry succeeds
+        assert again.positions == first.positions
+        assert again.already_recorded
+        assert await store.head_position() == 3
+
+    async def test_known_events_in_a_batch_keep_their_positions_and_new_ones_append(
+        self, store: EventStore
+    ) -> None:
+        a = uuid.uuid4()
+        old = chunk(a)
+        first = await store.append([old])
+        mixed = await store.append([old, chunk(a)])
+        assert mixed.positions[0] == first.positions[0]
+        assert (mixed.positions[1].global_position, mixed.positions[1].revision) == (2, 2)
+        assert not mixed.already_recorded
+
+    async def test_the_same_id_with_other_content_is_a_conflict(self, store: EventStore) -> None:
+        a = uuid.uuid4()
+        original = chunk(a)
+        await store.append([original])
+        changed = envelope_pb2.EventEnvelope()
+        changed.CopyFrom(original)
+        changed.chunk_processed.chunk_size += 1
+        with pytest.raises(DuplicateEventError) as raised:
+            await store.append([changed])
+        assert raised.value.event_id == original.event_id
+        with pytest.raises(InvalidEventError):
+            await store.append([original, original])
+        assert await store.head_position() == 1
+
+    @pytest.mark.parametrize(
+        ("existing", "expected", "ok"),
+        [
+            (0, ExpectedState.ANY, True),
+            (2, ExpectedState.ANY, True),
+            (0, ExpectedState.NO_STREAM, True),
+            (2, ExpectedState.NO_STREAM, False),
+            (0, ExpectedState.STREAM_EXISTS, False),
+            (2, ExpectedState.STREAM_EXISTS, True),
+            (0, 0, True),
+            (2, 2, True),
+            (2, 1, False),
+            (2, 3, False),
+        ],
+    )
+    async def test_expected_revisions(
+        self, store: EventStore, existing: int, expected, ok: bool
+    ) -> None:
+        a = uuid.uuid4()
+        if existing:
+            await store.append([chunk(a) for _ in range(existing)])
+        if ok:
+            result = await store.append([chunk(a)], {str(a): expected})
+            assert result.positions[0].revision == existing + 1
+        else:
+            with pytest.raises(WrongExpectedRevisionError) as raised:
+                await store.append([chunk(a)], {str(a).upper(): expected})
+            assert (raised.value.expected, raised.value.actual) == (expected, existing)
+            assert raised.value.aggregate_id == str(a)
+            assert await store.head_position() == existing
+
+    async def test_concurrent_writers_on_one_aggregate_win_each_revision_once(
+        self, store: EventStore
+    ) -> None:
+        a = uuid.uuid4()
+        wins: list[int] = []
+
+        async def writer() -> None:
+            for _ in range(20):
+                revision = len(await store.read_aggregate(str(a)))
+                try:
+                    result = await store.append([chunk(a)], {str(a): revision})
+                except WrongExpectedRevisionError as error:
+                    assert error.actual > revision
+                    continue
+                wins.append(result.positions[0].revision)
+
+        await asyncio.gather(*(writer() for _ in range(8)))
+        events = await store.read_aggregate(str(a))
+        assert sorted(wins) == list(range(1, len(wins) + 1)) == [e.revision for e in events]
+        assert [e.global_position for e in events] == list(range(1, len(events) + 1))
+
+    async def test_invalid_ids_are_rejected_and_store_nothing(self, store: EventStore) -> None:
+        bad = chunk(uuid.uuid4())
+        bad.aggregate_id = "not-a-uuid"
+        with pytest.raises(InvalidEventError):
+            await store.append([chunk(uuid.uuid4()), bad])
+        with pytest.raises(InvalidEventError):
+            await store.append([chunk(uuid.uuid4())], {"nope": 0})
+        assert await store.head_position() == 0
+
+    async def test_unknown_payload_cases_are_stored_byte_for_byte(self, store: EventStore) -> None:
+        envelope = chunk(uuid.uuid4())
+        envelope.ClearField("chunk_processed")
+        envelope.event_type = 17
+        data = envelope.SerializeToString(deterministic=True) + b"\xaa\x07\x03\x0a\x01x"
+        future = envelope_pb2.EventEnvelope.FromString(data)
+        await store.append([future])
+        (recorded,) = (await store.read_all()).events
+        assert recorded.data == data
+        assert recorded.event_type == 17
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def test_reading_one_aggregate_forwards_backwards_from_and_limited(
+        self, store: EventStore
+    ) -> None:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        await store.append([chunk(a, n=i) for i in range(5)] + [chunk(b)])
+        revisions = lambda events: [e.revision for e in events]  # noqa: E731
+        assert revisions(await store.read_aggregate(str(a))) == [1, 2, 3, 4, 5]
+        assert revisions(await store.read_aggregate(str(a), from_revision=3)) == [3, 4, 5]
+        assert revisions(await store.read_aggregate(str(a), limit=2)) == [1, 2]
+        assert revisions(await store.read_aggregate(str(a), backwards=True)) == [5, 4, 3, 2, 1]
+        assert revisions(await store.read_aggregate(str(a), backwards=True, from_revision=2)) == [
+            2,
+            1,
+        ]
+        assert revisions(await store.read_aggregate(str(a), backwards=True, limit=1)) == [5]
+        assert await store.read_aggregate(str(uuid.uuid4())) == []
+        first = (await store.read_aggregate(str(a).upper()))[0]
+        assert first.aggregate_id == str(a)
+        assert first.envelope().chunk_processed.chunk_sequence == 0
+        assert first.recorded_at_ns > 0
+
+    async def test_reading_the_log_with_filters(self, store: EventStore) -> None:
+        a, b, run = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await store.append([created(a), chunk(a, run), created(b), chunk(b), chunk(a, run)])
+        positions = lambda result: [e.global_position for e in result.events]  # noqa: E731
+        assert positions(await store.read_all()) == [1, 2, 3, 4, 5]
+        assert positions(await store.read_all(after_position=3)) == [4, 5]
+        assert positions(await store.read_all(filter=EventFilter.of(event_types=[1]))) == [1, 3]
+        assert positions(await store.read_all(filter=EventFilter.of(categories=[4]))) == [2, 4, 5]
+        assert positions(await store.read_all(filter=EventFilter.of(aggregate_ids=[str(a)]))) == [
+            1,
+            2,
+            5,
+        ]
+        by_run = EventFilter.of(processing_ids=[str(run).upper()])
+        assert positions(await store.read_all(filter=by_run)) == [2, 5]
+        both = EventFilter.of(aggregate_ids=[str(b)], categories=[1, 4])
+        assert positions(await store.read_all(filter=both)) == [3, 4]
+        nothing = EventFilter.of(event_types=[1], categories=[4])
+        assert positions(await store.read_all(filter=nothing)) == []
+
+    async def test_a_page_says_how_far_it_scanned(self, store: EventStore) -> None:
+        a = uuid.uuid4()
+        await store.append([created(a)] + [chunk(a) for _ in range(9)])
+        page = await store.read_all(limit=4)
+        assert ([e.global_position for e in page.events], page.scanned_to) == ([1, 2, 3, 4], 4)
+        sparse = await store.read_all(filter=EventFilter.of(event_types=[1]), limit=4)
+        assert ([e.global_position for e in sparse.events], sparse.scanned_to) == ([1], 10)
+        empty = await store.read_all(after_position=10)
+        assert (empty.events, empty.scanned_to) == ([], 10)
+
+    async def test_readers_never_see_a_gap_while_writers_append(self, store: EventStore) -> None:
+        done = asyncio.Event()
+
+        async def writer() -> None:
+            for _ in range(30):
+                await store.append([chunk(uuid.uuid4()) for _ in range(3)])
+
+        async def reader() -> list[int]:
+            seen: list[int] = []
+            while not done.is_set() or len(seen) < await store.head_position():
+                page = await store.read_all(after_position=seen[-1] if seen else 0)
+                seen.extend(e.global_position for e in page.events)
+                await asyncio.sleep(0)
+            return seen
+
+        reading = asyncio.create_task(reader())
+        await asyncio.gather(*(writer() for _ in range(4)))
+        done.set()
+        assert await reading == list(range(1, 361))
+
+    async def test_waiting_for_new_events(self, store: EventStore) -> None:
+        assert await store.wait_for_append(0, timeout=0.05) == 0
+        waiter = asyncio.create_task(store.wait_for_append(0, timeout=30))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        await store.append([chunk(uuid.uuid4()), chunk(uuid.uuid4())])
+        assert await waiter == 2
+        assert await store.wait_for_append(1, timeout=30) == 2
+
+    async def test_a_closed_store_refuses_work(self, tmp_path: Path) -> None:
+        store = await self.make_store(tmp_path)
+        await store.close()
+        with pytest.raises(StoreClosedError):
+            await store.append([chunk(uuid.uuid4())])
+
+
+def stored_event_id(events: list) -> str:
+    """The event id of the only event in `events`."""
+    (event,) = events
+    return event.event_id
