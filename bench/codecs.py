@@ -15,10 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from machine import describe, table  # noqa: E402
+from machine import describe, table
 
-from pipeline_events import adapter, domain  # noqa: E402
-from pipeline_events.codecs import binary, cloudevents, proto_json, rust_json  # noqa: E402
+from pipeline_events import adapter, domain
+from pipeline_events.codecs import binary, cloudevents, proto_json, rust_json
 
 PIPELINE = uuid.UUID("01945e7b-8ba3-d938-5f1b-e752169601a1")
 RUN = uuid.uuid4()
@@ -36,7 +36,8 @@ def sample_events() -> dict[str, list[domain.Event]]:
         for i in range(1000)
     ]
     context = domain.SecurityContext(
-        user_id="alice", permissions=(domain.StandardPermission.READ, domain.CustomPermission("audit"))
+        user_id="alice",
+        permissions=(domain.StandardPermission.READ, domain.CustomPermission("audit")),
     )
     started = [
         domain.ProcessingStarted.new(
@@ -68,8 +69,16 @@ def measure(events: list[domain.Event]) -> list[tuple[str, str, float]]:
     return [
         ("binary", "decode", rate(binary.decode, wire)),
         ("binary", "encode", rate(binary.encode, envelopes)),
-        ("binary (to domain)", "decode", rate(lambda b: adapter.from_envelope(binary.decode(b)), wire)),
-        ("binary (from domain)", "encode", rate(lambda e: binary.encode(adapter.to_envelope(e)), events)),
+        (
+            "binary (to domain)",
+            "decode",
+            rate(lambda b: adapter.from_envelope(binary.decode(b)), wire),
+        ),
+        (
+            "binary (from domain)",
+            "encode",
+            rate(lambda e: binary.encode(adapter.to_envelope(e)), events),
+        ),
         ("rust-json", "decode", rate(rust_json.decode, rust_texts)),
         ("rust-json", "encode", rate(rust_json.encode, events)),
         ("proto-json", "decode", rate(proto_json.decode, proto_texts)),

@@ -28,6 +28,9 @@ def describe() -> str:
 def table(headers: list[str], rows: list[list[str]]) -> str:
     """A Markdown table with right-aligned numbers."""
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows, strict=True)]
-    line = lambda cells: "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     rule = "|" + "|".join("-" * (w + 1) + ":" for w in widths) + "|"
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])

@@ -38,6 +38,10 @@ def test_every_golden_vector_survives_the_domain_round_trip(name: str) -> None:
     assert back == envelope
 
 
+def _is_plain_double(field) -> bool:
+    return field.type == field.TYPE_DOUBLE and not field.has_presence and not field.is_repeated
+
+
 def _without_negative_zero(message: Message) -> Message:
     """The message with -0.0 in implicit-presence doubles turned into 0.0, recursively."""
     for field, value in message.ListFields():
@@ -51,9 +55,8 @@ def _without_negative_zero(message: Message) -> Message:
                     _without_negative_zero(item)
             else:
                 _without_negative_zero(value)
-        elif field.type == field.TYPE_DOUBLE and not field.has_presence and not field.is_repeated:
-            if value == 0.0 and math.copysign(1.0, value) < 0:
-                setattr(message, field.name, 0.0)
+        elif _is_plain_double(field) and value == 0.0 and math.copysign(1.0, value) < 0:
+            setattr(message, field.name, 0.0)
     return message
 
 

@@ -181,7 +181,7 @@ def _enc_timestamp(value: Any) -> str:
     # chrono's to_rfc3339: 0, 3, 6 or 9 fractional digits (SecondsFormat::AutoSi), +00:00.
     text = _dt.datetime.isoformat(value, timespec="seconds")[:19]
     if nanos == 0:
-        return text + "+00:00"
+        return text + "Z"
     if nanos % 1_000_000 == 0:
         return f"{text}.{nanos // 1_000_000:03d}+00:00"
     if nanos % 1000 == 0:
