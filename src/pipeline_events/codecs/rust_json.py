@@ -181,7 +181,7 @@ def _enc_timestamp(value: Any) -> str:
     # chrono's to_rfc3339: 0, 3, 6 or 9 fractional digits (SecondsFormat::AutoSi), +00:00.
     text = _dt.datetime.isoformat(value, timespec="seconds")[:19]
     if nanos == 0:
-        return text + "Z"
+        return text + "+00:00"
     if nanos % 1_000_000 == 0:
         return f"{text}.{nanos // 1_000_000:03d}+00:00"
     if nanos % 1000 == 0:
@@ -524,7 +524,7 @@ def _dec_duration(value: Any) -> domain.Duration:
     except _Invalid as error:
         error.where.append(".nanos")
         raise
-    carry, nanos = divmod(nanos, _NS_PER_SECOND)
+    carry = 0
     if secs + carry > U64_MAX:
         raise _Invalid("overflow deserializing Duration")
     return domain.Duration(secs + carry, nanos)
