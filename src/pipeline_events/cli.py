@@ -22,7 +22,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    commands.add_parser("serve", help="run the EventService")
+    serve = commands.add_parser(
+        "serve",
+        help="run the EventService",
+        description="Serve the EventService until SIGTERM or Ctrl-C.",
+    )
+    serve.add_argument(
+        "--store",
+        default="sqlite:///./pipeline-events.db",
+        help="sqlite:///PATH (default ./pipeline-events.db), sqlite:///PATH?durability=power, or memory://",
+    )
+    serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
 
     convert = commands.add_parser(
         "convert",
@@ -102,8 +112,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "convert":
         return run_convert(args)
     if args.command == "serve":
-        print("pipeline-events serve: the EventService is not built yet", file=sys.stderr)
-        return 2
+        return run_serve(args)
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """`serve`: log to stderr, serve until a signal, exit 0 after a graceful stop."""
+    import asyncio
+    import logging
+
+    from pipeline_events.service.serve import serve
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        asyncio.run(serve(args.store, args.listen))
+    except OSError as error:
+        print(f"pipeline-events serve: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,1 @@
+"""The gRPC EventService: server, validation and error mapping."""

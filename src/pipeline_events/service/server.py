@@ -1,0 +1,269 @@
+"""The gRPC EventService over an EventStore, and the server that hosts it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_grpc
+from google.rpc import code_pb2, error_details_pb2
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from pipeline_events.service.errors import RpcError, from_store_error, status
+from pipeline_events.service.validation import validate, validate_publish
+from pipeline_events.store import (
+    EventFilter,
+    EventStore,
+    ExpectedRevision,
+    ExpectedState,
+    RecordedEvent,
+    StoreError,
+)
+
+log = logging.getLogger("pipeline_events.server")
+
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
+DEFAULT_PAGE = 1000  # ReadAggregate page size when the request says 0
+DEFAULT_BATCH = 500  # events per subscription message when the request says 0
+DEFAULT_CHECKPOINT_INTERVAL = 1000  # positions skipped by a filter between Checkpoints
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+KEEPALIVE_OPTIONS = [
+    ("grpc.keepalive_time_ms", 30_000),  # ping idle connections every 30 s
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+def _expected(check: service_pb2.ExpectedRevision) -> ExpectedRevision:
+    case = check.WhichOneof("expected")
+    if case == "revision":
+        return check.revision
+    return {"any": ExpectedState.ANY, "no_stream": ExpectedState.NO_STREAM}.get(
+        case, ExpectedState.STREAM_EXISTS
+    )
+
+
+def fill_recorded(target: envelope_pb2.RecordedEvent, event: RecordedEvent) -> None:
+    """Copy a stored event into a RecordedEvent message (the envelope's bytes as they are)."""
+    target.envelope.MergeFromString(event.data)
+    target.global_position = event.global_position
+    target.revision = event.revision
+    seconds, nanos = divmod(event.recorded_at_ns, 1_000_000_000)
+    target.recorded_at.seconds = seconds
+    target.recorded_at.nanos = nanos
+
+
+def publish_error(error: RpcError) -> service_pb2.PublishError:
+    """A PublishStream rejection carrying what the status would have carried."""
+    rejection = service_pb2.PublishError(code=error.status.code, message=error.status.message)
+    for detail in error.status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            rejection.reason = info.reason
+            rejection.metadata.update(info.metadata)
+    return rejection
+
+
+class EventService(service_pb2_grpc.EventServiceServicer):
+    """Implements every RPC of the contract's EventService over one store."""
+
+    def __init__(self, store: EventStore, *, idle_wake_seconds: float = 5.0):
+        self.store = store
+        self._stopping = asyncio.Event()
+        self._idle_wake_seconds = idle_wake_seconds
+
+    def begin_shutdown(self) -> None:
+        """End every subscription (UNAVAILABLE, so clients resume elsewhere)."""
+        self._stopping.set()
+
+    async def _publish(
+        self, request: service_pb2.PublishRequest | service_pb2.PublishStreamRequest
+    ) -> service_pb2.PublishResponse:
+        validate_publish(request)
+        expected = {check.aggregate_id: _expected(check) for check in request.expected_revisions}
+        try:
+            result = await self.store.append(request.events, expected)
+        except StoreError as error:
+            raise from_store_error(error) from error
+        return service_pb2.PublishResponse(
+            positions=[
+                service_pb2.EventPosition(global_position=p.global_position, revision=p.revision)
+                for p in result.positions
+            ],
+            already_recorded=result.already_recorded,
+        )
+
+    async def Publish(self, request, context):  # noqa: N802 - gRPC method name
+        try:
+            return await self._publish(request)
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+
+    async def PublishStream(self, request_iterator, context):  # noqa: N802
+        async for request in request_iterator:
+            try:
+                published = await self._publish(request)
+            except RpcError as error:
+                yield service_pb2.PublishStreamResponse(
+                    batch_id=request.batch_id, error=publish_error(error)
+                )
+            else:
+                yield service_pb2.PublishStreamResponse(batch_id=request.batch_id, published=published)
+
+    async def ReadAggregate(self, request, context):  # noqa: N802
+        try:
+            validate(request)
+            limit = request.limit or DEFAULT_PAGE
+            events = await self.store.read_aggregate(
+                request.aggregate_id,
+                from_revision=request.from_revision,
+                backwards=request.backwards,
+                limit=limit + 1,
+            )
+            latest = await self.store.read_aggregate(request.aggregate_id, backwards=True, limit=1)
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+        except StoreError as error:
+            await context.abort_with_status(from_store_error(error).grpc_status())
+        response = service_pb2.ReadAggregateResponse(
+            next_revision=events[limit].revision if len(events) > limit else 0,
+            last_revision=latest[0].revision if latest else 0,
+        )
+        for event in events[:limit]:
+            fill_recorded(response.events.add(), event)
+        return response
+
+    async def Subscribe(self, request, context):  # noqa: N802
+        try:
+            validate(request)
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+        async for message in self._subscription(request):
+            yield message
+        if self._stopping.is_set():
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+
+    async def _subscription(
+        self, request: service_pb2.SubscribeRequest
+    ) -> AsyncIterator[service_pb2.SubscribeResponse]:
+        """Catch up from the store, then follow it live, always reading by position.
+
+        Reading by position is what makes the hand-over gap- and duplicate-free,
+        and it bounds memory: one page per subscriber, read only when gRPC has
+        taken the previous message (a slow reader simply reads from further back).
+        """
+        wanted = request.filter
+        event_filter = EventFilter.of(
+            event_types=list(wanted.event_types),
+            categories=list(wanted.categories),
+            aggregate_ids=list(wanted.aggregate_ids),
+            processing_ids=list(wanted.processing_ids),
+        )
+        batch_size = request.max_batch_size or DEFAULT_BATCH
+        interval = request.checkpoint_interval or DEFAULT_CHECKPOINT_INTERVAL
+        start = request.WhichOneof("start")
+        if start == "from_end":
+            position = await self.store.head_position()
+        elif start == "after_position":
+            position = request.after_position
+        else:
+            position = 0
+        reported = position  # the last position the client has been told about
+        live = False
+        while not self._stopping.is_set():
+            page = await self.store.read_all(after_position=position, filter=event_filter, limit=batch_size)
+            if page.events:
+                response = service_pb2.SubscribeResponse()
+                for event in page.events:
+                    fill_recorded(response.events.events.add(), event)
+                yield response
+                reported = page.events[-1].global_position
+            behind = len(page.events) == batch_size
+            if behind and live:
+                live = False
+                yield service_pb2.SubscribeResponse(fell_behind=service_pb2.FellBehind(position=position))
+            position = page.scanned_to
+            if position - reported >= interval:
+                reported = position
+                yield service_pb2.SubscribeResponse(checkpoint=service_pb2.Checkpoint(position=position))
+            if not behind:
+                if not live:
+                    live = True
+                    yield service_pb2.SubscribeResponse(caught_up=service_pb2.CaughtUp(position=position))
+                await self._wait_for_events(position)
+
+    async def _wait_for_events(self, position: int) -> None:
+        waiting = asyncio.ensure_future(self.store.wait_for_append(position, self._idle_wake_seconds))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+
+    async def GetPipelineState(self, request, context):  # noqa: N802
+        await context.abort_with_status(
+            status(code_pb2.UNIMPLEMENTED, "state queries arrive with the projections").grpc_status()
+        )
+
+    async def GetProcessingState(self, request, context):  # noqa: N802
+        await context.abort_with_status(
+            status(code_pb2.UNIMPLEMENTED, "state queries arrive with the projections").grpc_status()
+        )
+
+
+@dataclass
+class RunningServer:
+    """A started server: its port, the service and the health servicer."""
+
+    server: grpc.aio.Server
+    port: int
+    service: EventService
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Graceful stop: NOT_SERVING first, end subscriptions, finish in-flight calls."""
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.service.begin_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_server(
+    store: EventStore,
+    *,
+    listen: str = "127.0.0.1:0",
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
+    credentials: grpc.ServerCredentials | None = None,
+) -> RunningServer:
+    """Build, bind and start a server hosting the EventService, health and reflection."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            *KEEPALIVE_OPTIONS,
+        ]
+    )
+    service = EventService(store)
+    service_pb2_grpc.add_EventServiceServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    if credentials is None:
+        port = server.add_insecure_port(listen)
+    else:
+        port = server.add_secure_port(listen, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RunningServer(server, port, service, health_servicer)
