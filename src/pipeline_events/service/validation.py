@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import protovalidate
+from google.protobuf.unknown_fields import UnknownFieldSet
 from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2
 
 from pipeline_events.service.errors import RpcError, bad_request
@@ -34,7 +35,7 @@ def field_path(violation: Any) -> str:
 
 
 def _has_unknown_payload(envelope: envelope_pb2.EventEnvelope) -> bool:
-    return envelope.WhichOneof("payload") is None and bool(envelope.UnknownFields())
+    return envelope.WhichOneof("payload") is None and len(UnknownFieldSet(envelope)) > 0
 
 
 def _waived(path: str, rule_id: str, envelopes: Sequence[envelope_pb2.EventEnvelope]) -> bool:
