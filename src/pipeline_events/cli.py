@@ -32,7 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="sqlite:///./pipeline-events.db",
         help="sqlite:///PATH (default ./pipeline-events.db), sqlite:///PATH?durability=power, or memory://",
     )
-    serve.add_argument("--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)")
+    serve.add_argument(
+        "--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)"
+    )
 
     convert = commands.add_parser(
         "convert",

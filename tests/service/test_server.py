@@ -26,7 +26,7 @@ def rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     raise AssertionError("no rich status details")
 
 
-def detail(status: status_pb2.Status, kind):  # noqa: ANN001, ANN201
+def detail(status: status_pb2.Status, kind):
     for holder in status.details:
         message = kind()
         if holder.Unpack(message):
@@ -34,7 +34,7 @@ def detail(status: status_pb2.Status, kind):  # noqa: ANN001, ANN201
     raise AssertionError(f"no {kind.__name__} detail")
 
 
-async def head(stub) -> int:  # noqa: ANN001
+async def head(stub) -> int:
     subscription = stub.Subscribe(service_pb2.SubscribeRequest(from_end={}))
     async for message in subscription:
         subscription.cancel()
@@ -239,7 +239,7 @@ async def test_read_aggregate_pages_forwards_and_backwards(stub) -> None:
 # --- Subscribe -----------------------------------------------------------------------------
 
 
-async def collect(stub, request, stop_after_caught_up: bool = True) -> list:  # noqa: ANN001
+async def collect(stub, request, stop_after_caught_up: bool = True) -> list:
     messages = []
     subscription = stub.Subscribe(request)
     async for message in subscription:

@@ -56,7 +56,9 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
         assert [e.global_position for e in events] == list(range(1, len(events) + 1)), seed
         assert len(positions) == len(events), f"an event is stored twice (seed {seed})"
         for event_id, position in acked.items():
-            assert positions.get(event_id) == position, f"acknowledged {event_id} lost (seed {seed})"
+            assert positions.get(event_id) == position, (
+                f"acknowledged {event_id} lost (seed {seed})"
+            )
         for batch in tried:
             assert sum(event_id in positions for event_id in batch) in (0, len(batch)), seed
         by_aggregate: dict[str, list[int]] = {}

@@ -524,7 +524,7 @@ def _dec_duration(value: Any) -> domain.Duration:
     except _Invalid as error:
         error.where.append(".nanos")
         raise
-    carry = 0
+    carry, nanos = divmod(nanos, _NS_PER_SECOND)
     if secs + carry > U64_MAX:
         raise _Invalid("overflow deserializing Duration")
     return domain.Duration(secs + carry, nanos)

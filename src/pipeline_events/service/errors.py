@@ -71,7 +71,9 @@ def from_store_error(error: StoreError) -> RpcError:
     """The status a store error maps to."""
     if isinstance(error, WrongExpectedRevisionError):
         expected = (
-            error.expected.value if isinstance(error.expected, ExpectedState) else str(error.expected)
+            error.expected.value
+            if isinstance(error.expected, ExpectedState)
+            else str(error.expected)
         )
         return error_info(
             code_pb2.FAILED_PRECONDITION, str(error), WRONG_EXPECTED_REVISION,
@@ -79,7 +81,10 @@ def from_store_error(error: StoreError) -> RpcError:
         )  # fmt: skip
     if isinstance(error, DuplicateEventError):
         return error_info(
-            code_pb2.ALREADY_EXISTS, str(error), DUPLICATE_EVENT_ID_CONFLICT, event_id=error.event_id
+            code_pb2.ALREADY_EXISTS,
+            str(error),
+            DUPLICATE_EVENT_ID_CONFLICT,
+            event_id=error.event_id,
         )
     if isinstance(error, InvalidEventError):
         return bad_request([("events", str(error))])

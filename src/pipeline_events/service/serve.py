@@ -15,7 +15,9 @@ DEFAULT_STORE = "sqlite:///./pipeline-events.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
 
-async def serve(store_url: str = DEFAULT_STORE, listen: str = DEFAULT_LISTEN, grace: float = 10.0) -> None:
+async def serve(
+    store_url: str = DEFAULT_STORE, listen: str = DEFAULT_LISTEN, grace: float = 10.0
+) -> None:
     """Run the EventService until a signal; in-flight publishes finish before exit."""
     store = await open_store(store_url)
     try:

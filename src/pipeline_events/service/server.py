@@ -98,13 +98,13 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             already_recorded=result.already_recorded,
         )
 
-    async def Publish(self, request, context):  # noqa: N802 - gRPC method name
+    async def Publish(self, request, context):
         try:
             return await self._publish(request)
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
 
-    async def PublishStream(self, request_iterator, context):  # noqa: N802
+    async def PublishStream(self, request_iterator, context):
         async for request in request_iterator:
             try:
                 published = await self._publish(request)
@@ -113,9 +113,11 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                     batch_id=request.batch_id, error=publish_error(error)
                 )
             else:
-                yield service_pb2.PublishStreamResponse(batch_id=request.batch_id, published=published)
+                yield service_pb2.PublishStreamResponse(
+                    batch_id=request.batch_id, published=published
+                )
 
-    async def ReadAggregate(self, request, context):  # noqa: N802
+    async def ReadAggregate(self, request, context):
         try:
             validate(request)
             limit = request.limit or DEFAULT_PAGE
@@ -138,7 +140,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             fill_recorded(response.events.add(), event)
         return response
 
-    async def Subscribe(self, request, context):  # noqa: N802
+    async def Subscribe(self, request, context):
         try:
             validate(request)
         except RpcError as error:
@@ -176,7 +178,9 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         reported = position  # the last position the client has been told about
         live = False
         while not self._stopping.is_set():
-            page = await self.store.read_all(after_position=position, filter=event_filter, limit=batch_size)
+            page = await self.store.read_all(
+                after_position=position, filter=event_filter, limit=batch_size
+            )
             if page.events:
                 response = service_pb2.SubscribeResponse()
                 for event in page.events:
@@ -186,19 +190,27 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             behind = len(page.events) == batch_size
             if behind and live:
                 live = False
-                yield service_pb2.SubscribeResponse(fell_behind=service_pb2.FellBehind(position=position))
+                yield service_pb2.SubscribeResponse(
+                    fell_behind=service_pb2.FellBehind(position=position)
+                )
             position = page.scanned_to
             if position - reported >= interval:
                 reported = position
-                yield service_pb2.SubscribeResponse(checkpoint=service_pb2.Checkpoint(position=position))
+                yield service_pb2.SubscribeResponse(
+                    checkpoint=service_pb2.Checkpoint(position=position)
+                )
             if not behind:
                 if not live:
                     live = True
-                    yield service_pb2.SubscribeResponse(caught_up=service_pb2.CaughtUp(position=position))
+                    yield service_pb2.SubscribeResponse(
+                        caught_up=service_pb2.CaughtUp(position=position)
+                    )
                 await self._wait_for_events(position)
 
     async def _wait_for_events(self, position: int) -> None:
-        waiting = asyncio.ensure_future(self.store.wait_for_append(position, self._idle_wake_seconds))
+        waiting = asyncio.ensure_future(
+            self.store.wait_for_append(position, self._idle_wake_seconds)
+        )
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -206,14 +218,18 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             for task in (waiting, stopping):
                 task.cancel()
 
-    async def GetPipelineState(self, request, context):  # noqa: N802
+    async def GetPipelineState(self, request, context):
         await context.abort_with_status(
-            status(code_pb2.UNIMPLEMENTED, "state queries arrive with the projections").grpc_status()
+            status(
+                code_pb2.UNIMPLEMENTED, "state queries arrive with the projections"
+            ).grpc_status()
         )
 
-    async def GetProcessingState(self, request, context):  # noqa: N802
+    async def GetProcessingState(self, request, context):
         await context.abort_with_status(
-            status(code_pb2.UNIMPLEMENTED, "state queries arrive with the projections").grpc_status()
+            status(
+                code_pb2.UNIMPLEMENTED, "state queries arrive with the projections"
+            ).grpc_status()
         )
 
 
@@ -254,7 +270,11 @@ async def start_server(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
         server,
     )
     if credentials is None:

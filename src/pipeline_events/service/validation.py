@@ -11,13 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import protovalidate
-from google.protobuf.unknown_fields import UnknownFieldSet
 from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from pipeline_events.service.errors import RpcError, bad_request
 
 _PAYLOAD_NUMBERS = {
-    field.name: field.number for field in envelope_pb2.EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    field.name: field.number
+    for field in envelope_pb2.EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
 }
 
 
@@ -76,7 +77,10 @@ def validate_publish(
         key = expected.aggregate_id.lower()
         if key in seen:
             violations.append(
-                (f"expected_revisions[{index}].aggregate_id", "a second check for the same aggregate")
+                (
+                    f"expected_revisions[{index}].aggregate_id",
+                    "a second check for the same aggregate",
+                )
             )
         seen.add(key)
     if violations:

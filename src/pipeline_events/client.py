@@ -1,0 +1,1255 @@
+"""Clients of the EventService, async and sync: publish, read history, and resuming subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import itertools
+import random
+import threading
+import time
+import uuid
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
+
+import grpc
+from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_grpc, state_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from pipeline_events import adapter, domain
+from pipeline_events.errors import PipelineEventsError
+from pipeline_events.store import ExpectedRevision, ExpectedState, Position
+from pipeline_events.timestamps import NanoDatetime
+
+EventEnvelope = envelope_pb2.EventEnvelope
+#: What `publish` accepts per event: a domain event (converted by the adapter) or an envelope.
+Publishable: TypeAlias = domain.Event | domain.UnknownEvent | EventEnvelope
+#: Where a subscription starts: "start", "end", or after this global position.
+StartPosition: TypeAlias = Literal["start", "end"] | int
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_TIMEOUT = 10.0
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server's limit; a full page of events can pass 4 MiB
+MAX_PAGE_SIZE = 10_000  # the contract's bound on ReadAggregateRequest.limit
+
+#: Every RPC of the contract's EventService -> the method of both clients that calls it.
+RPC_METHODS: dict[str, str] = {
+    "Publish": "publish",
+    "PublishStream": "publish_stream",
+    "ReadAggregate": "read_aggregate",
+    "Subscribe": "subscribe",
+    "GetPipelineState": "get_pipeline_state",
+    "GetProcessingState": "get_processing_state",
+}
+
+CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    # Detect a dead connection under an idle subscription; the server allows a ping every 10 s.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's own reconnect backoff grows to 120 s by default, and while it waits every call
+    # fails at once: cap it so that our retries find a restarted server quickly.
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+]
+
+# Publish is idempotent by event id and the other unary RPCs only read, so retrying any of
+# them on these codes is safe.
+_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+_RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+_CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+# --- errors ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field of a request, as google.rpc.BadRequest reports it."""
+
+    field: str  # e.g. `events[0].event_id`
+    description: str
+
+
+class ClientError(PipelineEventsError):
+    """A call to the EventService failed.
+
+    Attributes:
+        code: the gRPC status code.
+        target: the address the client called.
+        reason: the google.rpc.ErrorInfo reason, "" when there was none.
+        metadata: the ErrorInfo metadata.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: grpc.StatusCode = grpc.StatusCode.UNKNOWN,
+        target: str = "",
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.code = code
+        self.target = target
+        self.reason = reason
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgumentError(ClientError, ValueError):
+    """The request breaks the schema's rules (INVALID_ARGUMENT); nothing was stored.
+
+    Attributes:
+        field_violations: every violation the server listed.
+    """
+
+    def __init__(self, message: str, *, field_violations: Sequence[FieldViolation] = (), **kw: Any):
+        super().__init__(message, **kw)
+        self.field_violations = list(field_violations)
+
+
+class WrongExpectedRevisionError(ClientError, RuntimeError):
+    """An aggregate's revision was not the expected one (FAILED_PRECONDITION); nothing was stored.
+
+    Attributes:
+        aggregate_id: the aggregate whose check failed.
+        expected: the check, an ExpectedState or a revision.
+        actual: the aggregate's revision at the time (0: no events).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        aggregate_id: str,
+        expected: ExpectedRevision,
+        actual: int,
+        **kw: Any,
+    ):
+        super().__init__(message, **kw)
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual
+
+
+class DuplicateEventError(ClientError, ValueError):
+    """An event id is already stored with other content (ALREADY_EXISTS); nothing was stored.
+
+    Attributes:
+        event_id: the conflicting event id.
+    """
+
+    def __init__(self, message: str, *, event_id: str, **kw: Any):
+        super().__init__(message, **kw)
+        self.event_id = event_id
+
+
+class NotFoundError(ClientError, LookupError):
+    """A state query about an unknown id (NOT_FOUND)."""
+
+
+class ServiceUnavailableError(ClientError, ConnectionError):
+    """The service could not be reached (UNAVAILABLE), after retrying."""
+
+
+class DeadlineExceededError(ClientError, TimeoutError):
+    """The service did not answer within the timeout (DEADLINE_EXCEEDED), after retrying."""
+
+
+class PermissionDeniedError(ClientError, PermissionError):
+    """The caller was rejected (UNAUTHENTICATED or PERMISSION_DENIED)."""
+
+
+class ResourceExhaustedError(ClientError, RuntimeError):
+    """The request is over one of the server's limits (RESOURCE_EXHAUSTED)."""
+
+
+class UnimplementedError(ClientError, NotImplementedError):
+    """The server does not implement this RPC (yet) (UNIMPLEMENTED)."""
+
+
+_ERROR_CLASSES: dict[grpc.StatusCode, type[ClientError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.UNAVAILABLE: ServiceUnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAUTHENTICATED: PermissionDeniedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
+}
+
+
+def _parse_expected(text: str) -> ExpectedRevision:
+    try:
+        return ExpectedState(text)
+    except ValueError:
+        return int(text) if text.isdigit() else ExpectedState.ANY
+
+
+def make_error(
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    target: str,
+    rpc: str = "",
+    reason: str = "",
+    metadata: Mapping[str, str] | None = None,
+    violations: Sequence[FieldViolation] = (),
+    attempts: int = 1,
+) -> ClientError:
+    """The ClientError for a status (code, message and google.rpc details).
+
+    Args:
+        code: the status code.
+        message: the server's message (or gRPC's, for a transport failure).
+        target: the address called, named in the messages of transport failures.
+        rpc: the RPC's name, for messages.
+        reason: ErrorInfo reason.
+        metadata: ErrorInfo metadata.
+        violations: BadRequest field violations.
+        attempts: how many times the call was tried.
+    """
+    metadata = dict(metadata or {})
+    common: dict[str, Any] = {
+        "code": code,
+        "target": target,
+        "reason": reason,
+        "metadata": metadata,
+    }
+    tries = f" (tried {attempts} times)" if attempts > 1 else ""
+    if reason == "WRONG_EXPECTED_REVISION":
+        return WrongExpectedRevisionError(
+            message,
+            aggregate_id=metadata.get("aggregate_id", ""),
+            expected=_parse_expected(metadata.get("expected", "")),
+            actual=int(metadata.get("actual", "0") or 0),
+            **common,
+        )
+    if reason == "DUPLICATE_EVENT_ID_CONFLICT":
+        return DuplicateEventError(message, event_id=metadata.get("event_id", ""), **common)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(message, field_violations=violations, **common)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = f"cannot reach the event service at {target}{tries}: {message}"
+    elif code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"{rpc or 'the call'} to the event service at {target} timed out{tries}"
+    elif code == grpc.StatusCode.UNIMPLEMENTED:
+        message = (
+            f"the event service at {target} does not implement {rpc or 'this call'}: {message}"
+        )
+    return _ERROR_CLASSES.get(code, ClientError)(message, **common)
+
+
+def _status_of(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status in an error's trailing metadata (sync and aio errors alike)."""
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == _STATUS_DETAILS_KEY:
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def error_from_rpc(
+    error: grpc.RpcError, *, target: str, rpc: str, attempts: int = 1
+) -> ClientError:
+    """The ClientError of a failed gRPC call, with its google.rpc details parsed."""
+    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
+    message: str = error.details() or code.name  # type: ignore[attr-defined]
+    reason, metadata, violations = "", {}, []
+    status = _status_of(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        bad_request = error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Unpack(bad_request):
+            violations = [
+                FieldViolation(v.field, v.description) for v in bad_request.field_violations
+            ]
+    return make_error(
+        code, message, target=target, rpc=rpc, reason=reason, metadata=metadata,
+        violations=violations, attempts=attempts,
+    )  # fmt: skip
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """A stored event as the service returns it; `event` is the decoded domain event."""
+
+    envelope: EventEnvelope
+    global_position: int
+    revision: int
+    recorded_at: NanoDatetime
+
+    @classmethod
+    def from_proto(cls, message: envelope_pb2.RecordedEvent) -> RecordedEvent:
+        """Wrap a RecordedEvent message."""
+        return cls(
+            envelope=message.envelope,
+            global_position=message.global_position,
+            revision=message.revision,
+            recorded_at=NanoDatetime.from_seconds_nanos(
+                message.recorded_at.seconds, message.recorded_at.nanos
+            ),
+        )
+
+    @functools.cached_property
+    def event(self) -> domain.Event | domain.UnknownEvent:
+        """The domain event (decoded on first access).
+
+        Raises:
+            DecodeError: the envelope breaks the schema.
+        """
+        return adapter.from_envelope(self.envelope)
+
+    @property
+    def event_id(self) -> str:
+        """The event id."""
+        return self.envelope.event_id
+
+    @property
+    def pipeline_id(self) -> str:
+        """The aggregate (pipeline) id."""
+        return self.envelope.aggregate_id
+
+
+@dataclass(frozen=True, slots=True)
+class PublishResult:
+    """Where a published batch was stored.
+
+    Attributes:
+        positions: one per event, in request order.
+        already_recorded: every event was already stored (a retry); nothing was appended.
+    """
+
+    positions: tuple[Position, ...]
+    already_recorded: bool
+
+    @classmethod
+    def from_proto(cls, message: service_pb2.PublishResponse) -> PublishResult:
+        """Wrap a PublishResponse."""
+        return cls(
+            tuple(Position(p.global_position, p.revision) for p in message.positions),
+            message.already_recorded,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PublishBatch:
+    """One batch for `publish_stream`, with optional expected revisions."""
+
+    events: Sequence[Publishable]
+    expected: Mapping[str | uuid.UUID, ExpectedRevision] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PublishAck:
+    """The answer to one batch of `publish_stream`: a result or the error that rejected it.
+
+    Attributes:
+        batch_id: the batch's number, counting from 1 in the order the batches were sent.
+        result: where the batch was stored; None when it was rejected.
+        error: why it was rejected (nothing of it was stored); None when it was stored.
+    """
+
+    batch_id: int
+    result: PublishResult | None = None
+    error: ClientError | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter between attempts.
+
+    Attributes:
+        max_attempts: attempts in all (the first one included); None retries forever.
+        initial_backoff: the first wait, in seconds.
+        max_backoff: the longest wait, in seconds.
+        multiplier: growth of the wait per failed attempt.
+    """
+
+    max_attempts: int | None = 4
+    initial_backoff: float = 0.1
+    max_backoff: float = 5.0
+    multiplier: float = 2.0
+
+    def exhausted(self, failures: int) -> bool:
+        """Whether `failures` failed attempts use up the policy."""
+        return self.max_attempts is not None and failures >= self.max_attempts
+
+    def backoff(self, failures: int) -> float:
+        """The wait after the `failures`-th consecutive failure."""
+        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (failures - 1))
+        # Between half and all of the ceiling: clients that lost the same server do not
+        # come back in lockstep, yet none hammers it with near-zero waits.
+        return ceiling * random.uniform(0.5, 1.0)
+
+
+#: Unary calls: a few attempts, about 0.7 s of waiting in all.
+DEFAULT_RETRY = RetryPolicy()
+#: Subscriptions that have received something: reconnect forever, at most 5 s apart.
+DEFAULT_RECONNECT = RetryPolicy(max_attempts=None)
+
+
+# --- requests -------------------------------------------------------------------------------
+
+
+def _envelopes(
+    events: Iterable[Publishable] | Publishable,
+    *,
+    correlation_id: str,
+    causation_id: str,
+    metadata: Mapping[str, str] | None,
+) -> list[EventEnvelope]:
+    if isinstance(events, EventEnvelope | domain.Event | domain.UnknownEvent):
+        events = [events]
+    envelopes = []
+    for event in events:
+        if isinstance(event, EventEnvelope):
+            envelopes.append(event)
+        elif isinstance(event, domain.Event | domain.UnknownEvent):
+            envelope = adapter.to_envelope(
+                event, correlation_id=correlation_id, causation_id=causation_id, metadata=metadata
+            )
+            envelopes.append(envelope)
+        else:
+            raise TypeError(f"cannot publish {type(event).__name__}: not an event or envelope")
+    return envelopes
+
+
+def _expected_revisions(
+    expected: Mapping[str | uuid.UUID, ExpectedRevision] | None,
+) -> list[service_pb2.ExpectedRevision]:
+    checks = []
+    for aggregate_id, check in (expected or {}).items():
+        message = service_pb2.ExpectedRevision(aggregate_id=str(aggregate_id))
+        if isinstance(check, ExpectedState):
+            getattr(message, check.value).SetInParent()
+        elif isinstance(check, int) and not isinstance(check, bool) and check >= 0:
+            message.revision = check
+        else:
+            raise InvalidArgumentError(
+                f"expected revision of {aggregate_id}: {check!r} is neither an ExpectedState "
+                "nor a revision >= 0",
+                field_violations=[FieldViolation("expected_revisions", "invalid check")],
+                code=grpc.StatusCode.INVALID_ARGUMENT,
+            )
+        checks.append(message)
+    return checks
+
+
+def _publish_request(
+    events: Iterable[Publishable] | Publishable,
+    expected: Mapping[str | uuid.UUID, ExpectedRevision] | None,
+    correlation_id: str,
+    causation_id: str,
+    metadata: Mapping[str, str] | None,
+) -> service_pb2.PublishRequest:
+    return service_pb2.PublishRequest(
+        events=_envelopes(
+            events, correlation_id=correlation_id, causation_id=causation_id, metadata=metadata
+        ),
+        expected_revisions=_expected_revisions(expected),
+    )
+
+
+def _stream_request(batch_id: int, batch: PublishBatch | Iterable[Publishable]) -> Any:
+    if not isinstance(batch, PublishBatch):
+        batch = PublishBatch(list(batch))
+    return service_pb2.PublishStreamRequest(
+        batch_id=batch_id,
+        events=_envelopes(batch.events, correlation_id="", causation_id="", metadata=None),
+        expected_revisions=_expected_revisions(batch.expected),
+    )
+
+
+def _ack(response: service_pb2.PublishStreamResponse, target: str) -> PublishAck:
+    if response.WhichOneof("result") == "published":
+        return PublishAck(response.batch_id, result=PublishResult.from_proto(response.published))
+    rejection = response.error
+    error = make_error(
+        _CODES_BY_NUMBER.get(rejection.code, grpc.StatusCode.UNKNOWN), rejection.message,
+        target=target, rpc="PublishStream", reason=rejection.reason,
+        metadata=dict(rejection.metadata),
+    )  # fmt: skip
+    return PublishAck(response.batch_id, error=error)
+
+
+def _event_type(value: int | str | type[domain.Event]) -> int:
+    if isinstance(value, type):
+        value = value.__name__
+    return adapter.event_type_number(value) if isinstance(value, str) else int(value)
+
+
+def _category(value: int | str) -> int:
+    return int(domain.EventCategory[value.upper()] if isinstance(value, str) else value)
+
+
+def _filter(
+    event_types: Iterable[int | str | type[domain.Event]],
+    categories: Iterable[int | str],
+    pipeline_ids: Iterable[str | uuid.UUID],
+    processing_ids: Iterable[str | uuid.UUID],
+) -> service_pb2.EventFilter:
+    return service_pb2.EventFilter(
+        event_types=[_event_type(t) for t in event_types],
+        categories=[_category(c) for c in categories],
+        aggregate_ids=[str(i) for i in pipeline_ids],
+        processing_ids=[str(i) for i in processing_ids],
+    )
+
+
+class _PageReader:
+    """Follows ReadAggregate's next_revision from page to page, up to an overall limit."""
+
+    def __init__(
+        self,
+        pipeline_id: str | uuid.UUID,
+        from_revision: int,
+        backwards: bool,
+        limit: int | None,
+        page_size: int,
+    ):
+        self.request = service_pb2.ReadAggregateRequest(
+            aggregate_id=str(pipeline_id), from_revision=from_revision, backwards=backwards
+        )
+        self.remaining = limit
+        self.page_size = page_size
+        self.done = limit == 0
+
+    def next_request(self) -> service_pb2.ReadAggregateRequest:
+        """The request for the next page."""
+        size, remaining = self.page_size, self.remaining
+        if remaining is not None and remaining <= MAX_PAGE_SIZE and (size == 0 or remaining < size):
+            size = remaining
+        self.request.limit = size
+        return self.request
+
+    def accept(self, response: service_pb2.ReadAggregateResponse) -> list[RecordedEvent]:
+        """The page's events; advances to the next page or marks the end."""
+        events = [RecordedEvent.from_proto(e) for e in response.events]
+        if self.remaining is not None:
+            events = events[: self.remaining]
+            self.remaining -= len(events)
+        following = response.next_revision
+        # A next_revision that does not move would loop forever: treat it as the end.
+        stuck = following == self.request.from_revision and self.request.from_revision != 0
+        self.done = following == 0 or stuck or not events or self.remaining == 0
+        self.request.from_revision = following
+        return events
+
+
+class _Cursor:
+    """A subscription's request and its position: the last global position it has considered."""
+
+    def __init__(
+        self,
+        start: StartPosition,
+        event_filter: service_pb2.EventFilter,
+        max_batch_size: int,
+        checkpoint_interval: int,
+    ):
+        if start == "start":
+            self.position: int | None = 0
+        elif start == "end":
+            self.position = None  # known from the first CaughtUp
+        elif isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+            self.position = start
+        else:
+            raise ValueError(
+                f"from_position must be 'start', 'end' or a position >= 0, not {start!r}"
+            )
+        self.filter = event_filter
+        self.max_batch_size = max_batch_size
+        self.checkpoint_interval = checkpoint_interval
+        self.live = False
+
+    def request(self) -> service_pb2.SubscribeRequest:
+        """Where to (re)start: after the position, or at the end while none is known."""
+        request = service_pb2.SubscribeRequest(
+            filter=self.filter,
+            max_batch_size=self.max_batch_size,
+            checkpoint_interval=self.checkpoint_interval,
+        )
+        if self.position is None:
+            request.from_end.SetInParent()
+        else:
+            request.after_position = self.position
+        return request
+
+    def is_new(self, position: int) -> bool:
+        """Whether an event is past the position (a redelivered one is skipped)."""
+        return self.position is None or position > self.position
+
+    def advance(self, position: int) -> None:
+        """Move the position forwards (never backwards)."""
+        self.position = position if self.position is None else max(self.position, position)
+
+
+ProgressCallback: TypeAlias = Callable[[int], Any]
+
+
+# --- async client ---------------------------------------------------------------------------
+
+
+class AsyncSubscription:
+    """Async iterator over a subscription's events; reconnects and resumes by itself.
+
+    Each event is delivered once, in global-position order: after a lost connection the
+    subscription resumes after the last position it has considered, and skips any event
+    at or before it. Use it as an async context manager (or call `aclose`) to end it.
+
+    Attributes:
+        reconnects: how many times it has reconnected.
+    """
+
+    def __init__(
+        self,
+        client: AsyncEventClient,
+        cursor: _Cursor,
+        *,
+        reconnect: RetryPolicy,
+        on_checkpoint: ProgressCallback | None,
+        on_caught_up: ProgressCallback | None,
+    ):
+        self._client = client
+        self._cursor = cursor
+        self._reconnect = reconnect
+        self._on_checkpoint = on_checkpoint
+        self._on_caught_up = on_caught_up
+        self.reconnects = 0
+        self._events = self._run()
+
+    @property
+    def position(self) -> int | None:
+        """The last position considered: the last event delivered, or a later checkpoint.
+
+        Store it to resume later with `subscribe(from_position=position)`. None until a
+        subscription from "end" has heard from the server.
+        """
+        return self._cursor.position
+
+    @property
+    def live(self) -> bool:
+        """Whether the subscription has caught up and now receives events as they are stored."""
+        return self._cursor.live
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> RecordedEvent:
+        return await self._events.__anext__()
+
+    async def aclose(self) -> None:
+        """End the subscription (cancels the call)."""
+        await self._events.aclose()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _notify(self, callback: ProgressCallback | None, position: int) -> None:
+        if callback is not None and inspect.isawaitable(result := callback(position)):
+            await result
+
+    async def _run(self) -> AsyncIterator[RecordedEvent]:
+        cursor = self._cursor
+        connected = False  # a subscription that never got through fails like any call
+        failures = 0
+        while True:
+            stub = await self._client._get_stub()
+            call = stub.Subscribe(cursor.request())
+            try:
+                async for message in call:
+                    connected, failures = True, 0
+                    kind = message.WhichOneof("content")
+                    if kind == "events":
+                        for item in message.events.events:
+                            if cursor.is_new(item.global_position):
+                                cursor.advance(item.global_position)
+                                yield RecordedEvent.from_proto(item)
+                    elif kind == "checkpoint":
+                        cursor.advance(message.checkpoint.position)
+                        await self._notify(self._on_checkpoint, message.checkpoint.position)
+                    elif kind == "caught_up":
+                        cursor.advance(message.caught_up.position)
+                        cursor.live = True
+                        await self._notify(self._on_caught_up, message.caught_up.position)
+                    elif kind == "fell_behind":
+                        cursor.live = False
+                return  # the server ended the stream without an error
+            except grpc.aio.AioRpcError as error:
+                failures += 1
+                policy = self._reconnect if connected else self._client.retry
+                if error.code() not in _RECONNECTABLE or policy.exhausted(failures):
+                    raise error_from_rpc(
+                        error, target=self._client.target, rpc="Subscribe", attempts=failures
+                    ) from error
+            finally:
+                call.cancel()
+            cursor.live = False
+            self.reconnects += 1
+            await asyncio.sleep(policy.backoff(failures))
+
+
+class AsyncEventClient:
+    """Async client of the EventService (grpc.aio); use it as an async context manager.
+
+    Unary calls retry on UNAVAILABLE and DEADLINE_EXCEEDED with backoff (`retry`); every
+    attempt has its own `timeout`. Failures raise a ClientError subclass.
+
+    Args:
+        target: the server's HOST:PORT.
+        timeout: seconds per attempt of a unary call; None waits forever.
+        channel: a grpc.aio channel to use instead of opening one (the client does not close it).
+        credentials: TLS credentials; None opens an insecure channel.
+        retry: the retry policy of unary calls.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        channel: grpc.aio.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ):
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry
+        self._credentials = credentials
+        self._channel = channel
+        self._owns_channel = channel is None
+        self._stub: service_pb2_grpc.EventServiceStub | None = None
+
+    async def _get_stub(self) -> service_pb2_grpc.EventServiceStub:
+        # The channel binds to the running loop, so it is opened on first use, not in __init__.
+        if self._stub is None:
+            if self._channel is None:
+                if self._credentials is None:
+                    self._channel = grpc.aio.insecure_channel(self.target, options=CHANNEL_OPTIONS)
+                else:
+                    self._channel = grpc.aio.secure_channel(
+                        self.target, self._credentials, options=CHANNEL_OPTIONS
+                    )
+            self._stub = service_pb2_grpc.EventServiceStub(self._channel)
+        return self._stub
+
+    async def close(self) -> None:
+        """Close the channel if the client opened it."""
+        if self._owns_channel and self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+        self._stub = None
+
+    async def __aenter__(self) -> AsyncEventClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _unary(self, rpc: str, request: Any) -> Any:
+        stub = await self._get_stub()
+        method = getattr(stub, rpc)
+        failures = 0
+        while True:
+            try:
+                return await method(request, timeout=self.timeout)
+            except grpc.aio.AioRpcError as error:
+                failures += 1
+                if error.code() not in _RETRYABLE or self.retry.exhausted(failures):
+                    raise error_from_rpc(
+                        error, target=self.target, rpc=rpc, attempts=failures
+                    ) from error
+            await asyncio.sleep(self.retry.backoff(failures))
+
+    async def publish(
+        self,
+        events: Iterable[Publishable] | Publishable,
+        *,
+        expected: Mapping[str | uuid.UUID, ExpectedRevision] | None = None,
+        correlation_id: str = "",
+        causation_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> PublishResult:
+        """Append a batch atomically; retried safely, as the server deduplicates by event id.
+
+        Args:
+            events: domain events and/or envelopes (or a single one), appended in order.
+            expected: per pipeline id, the revision its stream must have (an ExpectedState
+                or an exact revision, 0 = no stream); pipelines not listed are not checked.
+            correlation_id: set on the envelopes built from domain events.
+            causation_id: set on the envelopes built from domain events.
+            metadata: set on the envelopes built from domain events.
+
+        Returns:
+            The events' positions, and whether the whole batch had been stored already.
+
+        Raises:
+            InvalidArgumentError: a rule of the schema is broken (see `field_violations`).
+            WrongExpectedRevisionError: an expected revision did not hold.
+            DuplicateEventError: an event id is stored with different content.
+            ServiceUnavailableError: the server could not be reached.
+        """
+        request = _publish_request(events, expected, correlation_id, causation_id, metadata)
+        return PublishResult.from_proto(await self._unary("Publish", request))
+
+    async def publish_stream(
+        self, batches: AsyncIterable[PublishBatch | Iterable[Publishable]]
+    ) -> AsyncIterator[PublishAck]:
+        """Publish batches over one PublishStream call, yielding one ack per batch in order.
+
+        A rejected batch yields an ack with its error and does not end the stream. The call
+        is not retried: after a ServiceUnavailableError, re-send the batches without an ack
+        (safe, as publishing is idempotent by event id).
+
+        Args:
+            batches: PublishBatch values, or plain sequences of events/envelopes.
+        """
+        counter = itertools.count(1)
+
+        async def requests() -> AsyncIterator[service_pb2.PublishStreamRequest]:
+            async for batch in batches:
+                yield _stream_request(next(counter), batch)
+
+        call = (await self._get_stub()).PublishStream(requests())
+        try:
+            async for response in call:
+                yield _ack(response, self.target)
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, target=self.target, rpc="PublishStream") from error
+        finally:
+            call.cancel()
+
+    async def _pages(
+        self,
+        pipeline_id: str | uuid.UUID,
+        from_revision: int,
+        backwards: bool,
+        limit: int | None,
+        page_size: int,
+    ) -> AsyncIterator[list[RecordedEvent]]:
+        reader = _PageReader(pipeline_id, from_revision, backwards, limit, page_size)
+        while not reader.done:
+            yield reader.accept(await self._unary("ReadAggregate", reader.next_request()))
+
+    async def read_aggregate(
+        self,
+        pipeline_id: str | uuid.UUID,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int | None = None,
+        page_size: int = 0,
+    ) -> list[RecordedEvent]:
+        """Read a pipeline's events, following the pages to the end.
+
+        Args:
+            pipeline_id: the pipeline (aggregate) id.
+            from_revision: the first revision to read (inclusive); 0 is the first event
+                forwards, the latest backwards.
+            backwards: newest first.
+            limit: the most events to return in all; None returns every one.
+            page_size: events per ReadAggregate call; 0 uses the server's default.
+        """
+        events: list[RecordedEvent] = []
+        async for page in self._pages(pipeline_id, from_revision, backwards, limit, page_size):
+            events.extend(page)
+        return events
+
+    async def history(
+        self, pipeline_id: str | uuid.UUID, *, page_size: int = 0
+    ) -> AsyncIterator[domain.Event | domain.UnknownEvent]:
+        """A pipeline's domain events, oldest first, read page by page as they are consumed."""
+        async for page in self._pages(pipeline_id, 0, False, None, page_size):
+            for recorded in page:
+                yield recorded.event
+
+    def subscribe(
+        self,
+        *,
+        from_position: StartPosition = "start",
+        event_types: Iterable[int | str | type[domain.Event]] = (),
+        categories: Iterable[int | str] = (),
+        pipeline_ids: Iterable[str | uuid.UUID] = (),
+        processing_ids: Iterable[str | uuid.UUID] = (),
+        max_batch_size: int = 0,
+        checkpoint_interval: int = 0,
+        on_checkpoint: ProgressCallback | None = None,
+        on_caught_up: ProgressCallback | None = None,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT,
+    ) -> AsyncSubscription:
+        """Subscribe to the global log; the result is an async iterator of RecordedEvents.
+
+        Only events are yielded. Progress without events comes through the callbacks (each
+        called with the position, awaited when it returns an awaitable) and the
+        subscription's `position` and `live` attributes.
+
+        On UNAVAILABLE (a lost connection, a server shutting down) the subscription
+        reconnects with backoff, `after_position` set to its position, so no event is
+        missed or repeated. Until it has received its first message it retries like a
+        unary call (the client's `retry`), so a wrong target fails fast with
+        ServiceUnavailableError; after that it follows `reconnect` (forever by default).
+        Any other error ends the iteration with its ClientError.
+
+        Args:
+            from_position: "start", "end" (only events stored from now on), or a global
+                position to continue after (e.g. a stored `position`).
+            event_types: keep these types (EventType numbers, names such as
+                "ChunkProcessed", or domain classes).
+            categories: keep these categories (EventCategory values or names).
+            pipeline_ids: keep these pipelines.
+            processing_ids: keep these processing runs.
+            max_batch_size: most events per server message; 0: the server's default.
+            checkpoint_interval: positions a filter may skip between checkpoints; 0: default.
+            on_checkpoint: called with the position of each Checkpoint.
+            on_caught_up: called with the position when the subscription turns live.
+            reconnect: the reconnect policy once connected.
+        """
+        cursor = _Cursor(
+            from_position,
+            _filter(event_types, categories, pipeline_ids, processing_ids),
+            max_batch_size,
+            checkpoint_interval,
+        )
+        return AsyncSubscription(
+            self, cursor, reconnect=reconnect, on_checkpoint=on_checkpoint,
+            on_caught_up=on_caught_up,
+        )  # fmt: skip
+
+    async def get_pipeline_state(self, pipeline_id: str | uuid.UUID) -> state_pb2.PipelineState:
+        """A pipeline's current state, from the server's projection.
+
+        Raises:
+            NotFoundError: the pipeline is unknown.
+            UnimplementedError: the server has no projections yet.
+        """
+        request = service_pb2.GetPipelineStateRequest(pipeline_id=str(pipeline_id))
+        return (await self._unary("GetPipelineState", request)).state
+
+    async def get_processing_state(
+        self, processing_id: str | uuid.UUID
+    ) -> state_pb2.ProcessingRunState:
+        """A processing run's current state, from the server's projection.
+
+        Raises:
+            NotFoundError: the run is unknown.
+            UnimplementedError: the server has no projections yet.
+        """
+        request = service_pb2.GetProcessingStateRequest(processing_id=str(processing_id))
+        return (await self._unary("GetProcessingState", request)).state
+
+
+# --- sync client ----------------------------------------------------------------------------
+
+
+class Subscription:
+    """Iterator over a subscription's events; reconnects and resumes by itself.
+
+    The sync twin of AsyncSubscription. `close` may be called from another thread; the
+    iteration then ends.
+
+    Attributes:
+        reconnects: how many times it has reconnected.
+    """
+
+    def __init__(
+        self,
+        client: EventClient,
+        cursor: _Cursor,
+        *,
+        reconnect: RetryPolicy,
+        on_checkpoint: ProgressCallback | None,
+        on_caught_up: ProgressCallback | None,
+    ):
+        self._client = client
+        self._cursor = cursor
+        self._reconnect = reconnect
+        self._on_checkpoint = on_checkpoint
+        self._on_caught_up = on_caught_up
+        self._closed = threading.Event()
+        self._call: Any = None
+        self.reconnects = 0
+        self._events = self._run()
+
+    @property
+    def position(self) -> int | None:
+        """The last position considered (see AsyncSubscription.position)."""
+        return self._cursor.position
+
+    @property
+    def live(self) -> bool:
+        """Whether the subscription has caught up and now receives events as they are stored."""
+        return self._cursor.live
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> RecordedEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        """End the subscription (cancels the call); safe from any thread."""
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _run(self) -> Iterator[RecordedEvent]:
+        cursor = self._cursor
+        connected = False
+        failures = 0
+        while not self._closed.is_set():
+            self._call = call = self._client._stub.Subscribe(cursor.request())
+            if self._closed.is_set():  # closed while the call was being made
+                call.cancel()
+            try:
+                for message in call:
+                    connected, failures = True, 0
+                    kind = message.WhichOneof("content")
+                    if kind == "events":
+                        for item in message.events.events:
+                            if cursor.is_new(item.global_position):
+                                cursor.advance(item.global_position)
+                                yield RecordedEvent.from_proto(item)
+                    elif kind == "checkpoint":
+                        cursor.advance(message.checkpoint.position)
+                        if self._on_checkpoint is not None:
+                            self._on_checkpoint(message.checkpoint.position)
+                    elif kind == "caught_up":
+                        cursor.advance(message.caught_up.position)
+                        cursor.live = True
+                        if self._on_caught_up is not None:
+                            self._on_caught_up(message.caught_up.position)
+                    elif kind == "fell_behind":
+                        cursor.live = False
+                return
+            except grpc.RpcError as error:
+                if self._closed.is_set():
+                    return
+                failures += 1
+                policy = self._reconnect if connected else self._client.retry
+                if error.code() not in _RECONNECTABLE or policy.exhausted(failures):  # type: ignore[attr-defined]
+                    raise error_from_rpc(
+                        error, target=self._client.target, rpc="Subscribe", attempts=failures
+                    ) from error
+            finally:
+                call.cancel()
+            cursor.live = False
+            self.reconnects += 1
+            self._closed.wait(policy.backoff(failures))
+
+
+class EventClient:
+    """Sync client of the EventService (a plain grpc channel); use it as a context manager.
+
+    Same methods, arguments and errors as AsyncEventClient, without `await`.
+
+    Args:
+        target: the server's HOST:PORT.
+        timeout: seconds per attempt of a unary call; None waits forever.
+        channel: a grpc channel to use instead of opening one (the client does not close it).
+        credentials: TLS credentials; None opens an insecure channel.
+        retry: the retry policy of unary calls.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        channel: grpc.Channel | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ):
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry
+        self._owns_channel = channel is None
+        if channel is None:
+            if credentials is None:
+                channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+            else:
+                channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = channel
+        self._stub = service_pb2_grpc.EventServiceStub(channel)
+
+    def close(self) -> None:
+        """Close the channel if the client opened it."""
+        if self._owns_channel:
+            self._channel.close()
+
+    def __enter__(self) -> EventClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _unary(self, rpc: str, request: Any) -> Any:
+        method = getattr(self._stub, rpc)
+        failures = 0
+        while True:
+            try:
+                return method(request, timeout=self.timeout)
+            except grpc.RpcError as error:
+                failures += 1
+                code = error.code()  # type: ignore[attr-defined]
+                if code not in _RETRYABLE or self.retry.exhausted(failures):
+                    raise error_from_rpc(
+                        error, target=self.target, rpc=rpc, attempts=failures
+                    ) from error
+            time.sleep(self.retry.backoff(failures))
+
+    def publish(
+        self,
+        events: Iterable[Publishable] | Publishable,
+        *,
+        expected: Mapping[str | uuid.UUID, ExpectedRevision] | None = None,
+        correlation_id: str = "",
+        causation_id: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> PublishResult:
+        """Append a batch atomically (see AsyncEventClient.publish)."""
+        request = _publish_request(events, expected, correlation_id, causation_id, metadata)
+        return PublishResult.from_proto(self._unary("Publish", request))
+
+    def publish_stream(
+        self, batches: Iterable[PublishBatch | Iterable[Publishable]]
+    ) -> Iterator[PublishAck]:
+        """Publish batches over one PublishStream call (see AsyncEventClient.publish_stream)."""
+        counter = itertools.count(1)
+        call = self._stub.PublishStream(_stream_request(next(counter), b) for b in batches)
+        try:
+            for response in call:
+                yield _ack(response, self.target)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, target=self.target, rpc="PublishStream") from error
+        finally:
+            call.cancel()
+
+    def _pages(
+        self,
+        pipeline_id: str | uuid.UUID,
+        from_revision: int,
+        backwards: bool,
+        limit: int | None,
+        page_size: int,
+    ) -> Iterator[list[RecordedEvent]]:
+        reader = _PageReader(pipeline_id, from_revision, backwards, limit, page_size)
+        while not reader.done:
+            yield reader.accept(self._unary("ReadAggregate", reader.next_request()))
+
+    def read_aggregate(
+        self,
+        pipeline_id: str | uuid.UUID,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int | None = None,
+        page_size: int = 0,
+    ) -> list[RecordedEvent]:
+        """Read a pipeline's events, following the pages (see AsyncEventClient.read_aggregate)."""
+        pages = self._pages(pipeline_id, from_revision, backwards, limit, page_size)
+        return [event for page in pages for event in page]
+
+    def history(
+        self, pipeline_id: str | uuid.UUID, *, page_size: int = 0
+    ) -> Iterator[domain.Event | domain.UnknownEvent]:
+        """A pipeline's domain events, oldest first, read page by page as they are consumed."""
+        for page in self._pages(pipeline_id, 0, False, None, page_size):
+            for recorded in page:
+                yield recorded.event
+
+    def subscribe(
+        self,
+        *,
+        from_position: StartPosition = "start",
+        event_types: Iterable[int | str | type[domain.Event]] = (),
+        categories: Iterable[int | str] = (),
+        pipeline_ids: Iterable[str | uuid.UUID] = (),
+        processing_ids: Iterable[str | uuid.UUID] = (),
+        max_batch_size: int = 0,
+        checkpoint_interval: int = 0,
+        on_checkpoint: ProgressCallback | None = None,
+        on_caught_up: ProgressCallback | None = None,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT,
+    ) -> Subscription:
+        """Subscribe to the global log; an iterator of RecordedEvents that resumes by itself.
+
+        See AsyncEventClient.subscribe; callbacks are called synchronously.
+        """
+        cursor = _Cursor(
+            from_position,
+            _filter(event_types, categories, pipeline_ids, processing_ids),
+            max_batch_size,
+            checkpoint_interval,
+        )
+        return Subscription(
+            self, cursor, reconnect=reconnect, on_checkpoint=on_checkpoint,
+            on_caught_up=on_caught_up,
+        )  # fmt: skip
+
+    def get_pipeline_state(self, pipeline_id: str | uuid.UUID) -> state_pb2.PipelineState:
+        """A pipeline's current state (see AsyncEventClient.get_pipeline_state)."""
+        request = service_pb2.GetPipelineStateRequest(pipeline_id=str(pipeline_id))
+        return self._unary("GetPipelineState", request).state
+
+    def get_processing_state(self, processing_id: str | uuid.UUID) -> state_pb2.ProcessingRunState:
+        """A processing run's current state (see AsyncEventClient.get_processing_state)."""
+        request = service_pb2.GetProcessingStateRequest(processing_id=str(processing_id))
+        return self._unary("GetProcessingState", request).state
+
+
+__all__ = [
+    "DEFAULT_RECONNECT",
+    "DEFAULT_RETRY",
+    "RPC_METHODS",
+    "AsyncEventClient",
+    "AsyncSubscription",
+    "ClientError",
+    "DeadlineExceededError",
+    "DuplicateEventError",
+    "EventClient",
+    "ExpectedState",
+    "FieldViolation",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "Position",
+    "PublishAck",
+    "PublishBatch",
+    "PublishResult",
+    "RecordedEvent",
+    "ResourceExhaustedError",
+    "RetryPolicy",
+    "ServiceUnavailableError",
+    "Subscription",
+    "UnimplementedError",
+    "WrongExpectedRevisionError",
+    "make_error",
+]
