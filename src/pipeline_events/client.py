@@ -470,14 +470,36 @@ def _publish_request(
     )
 
 
-def _stream_request(batch_id: int, batch: PublishBatch | Iterable[Publishable]) -> Any:
-    if not isinstance(batch, PublishBatch):
-        batch = PublishBatch(list(batch))
-    return service_pb2.PublishStreamRequest(
-        batch_id=batch_id,
-        events=_envelopes(batch.events, correlation_id="", causation_id="", metadata=None),
-        expected_revisions=_expected_revisions(batch.expected),
-    )
+class _StreamRequests:
+    """Numbers and builds PublishStream requests, and keeps the error that ended them.
+
+    gRPC turns an exception raised by a request iterator into a bare cancellation, so the
+    iterator ends the requests instead and the error is raised once the batches already
+    sent are acknowledged.
+    """
+
+    def __init__(self) -> None:
+        self._numbers = itertools.count(1)
+        self._error: Exception | None = None
+
+    def build(self, batch: PublishBatch | Iterable[Publishable]) -> Any:
+        """The request of the next batch."""
+        if not isinstance(batch, PublishBatch):
+            batch = PublishBatch(list(batch))
+        return service_pb2.PublishStreamRequest(
+            batch_id=next(self._numbers),
+            events=_envelopes(batch.events, correlation_id="", causation_id="", metadata=None),
+            expected_revisions=_expected_revisions(batch.expected),
+        )
+
+    def failed(self, error: Exception) -> None:
+        """Keep the error that ended the requests."""
+        self._error = error
+
+    def raise_failure(self) -> None:
+        """Raise the kept error, if any."""
+        if self._error is not None:
+            raise self._error
 
 
 def _ack(response: service_pb2.PublishStreamResponse, target: str) -> PublishAck:
@@ -826,13 +848,16 @@ class AsyncEventClient:
         Args:
             batches: PublishBatch values, or plain sequences of events/envelopes.
         """
-        counter = itertools.count(1)
+        requests = _StreamRequests()
 
-        async def requests() -> AsyncIterator[service_pb2.PublishStreamRequest]:
-            async for batch in batches:
-                yield _stream_request(next(counter), batch)
+        async def each() -> AsyncIterator[service_pb2.PublishStreamRequest]:
+            try:
+                async for batch in batches:
+                    yield requests.build(batch)
+            except Exception as error:
+                requests.failed(error)
 
-        call = (await self._get_stub()).PublishStream(requests())
+        call = (await self._get_stub()).PublishStream(each())
         try:
             async for response in call:
                 yield _ack(response, self.target)
@@ -840,6 +865,7 @@ class AsyncEventClient:
             raise error_from_rpc(error, target=self.target, rpc="PublishStream") from error
         finally:
             call.cancel()
+        requests.raise_failure()
 
     async def _pages(
         self,
@@ -1006,6 +1032,8 @@ class Subscription:
         return self
 
     def __next__(self) -> RecordedEvent:
+        if self._closed.is_set():  # the generator may still hold the rest of a batch
+            raise StopIteration
         return next(self._events)
 
     def close(self) -> None:
@@ -1142,8 +1170,16 @@ class EventClient:
         self, batches: Iterable[PublishBatch | Iterable[Publishable]]
     ) -> Iterator[PublishAck]:
         """Publish batches over one PublishStream call (see AsyncEventClient.publish_stream)."""
-        counter = itertools.count(1)
-        call = self._stub.PublishStream(_stream_request(next(counter), b) for b in batches)
+        requests = _StreamRequests()
+
+        def each() -> Iterator[service_pb2.PublishStreamRequest]:
+            try:
+                for batch in batches:
+                    yield requests.build(batch)
+            except Exception as error:
+                requests.failed(error)
+
+        call = self._stub.PublishStream(each())
         try:
             for response in call:
                 yield _ack(response, self.target)
@@ -1151,6 +1187,7 @@ class EventClient:
             raise error_from_rpc(error, target=self.target, rpc="PublishStream") from error
         finally:
             call.cancel()
+        requests.raise_failure()
 
     def _pages(
         self,

@@ -47,11 +47,15 @@ class NanoDatetime(_dt.datetime):
     @classmethod
     def from_seconds_nanos(cls, seconds: int, nanos: int) -> NanoDatetime:
         """The instant of a protobuf Timestamp (seconds since the epoch, nanos 0..999_999_999)."""
+        if not 0 <= nanos < _NS_PER_SECOND:
+            raise ValueError(f"nanos must be in 0..999999999, not {nanos}")
         whole = _EPOCH + _dt.timedelta(seconds=seconds)
-        value = cls(
-            whole.year, whole.month, whole.day, whole.hour, whole.minute, whole.second,
-            tzinfo=UTC, nanosecond=nanos,
+        # The base constructor directly: decoders build one of these per event.
+        value = _dt.datetime.__new__(
+            cls, whole.year, whole.month, whole.day, whole.hour, whole.minute, whole.second,
+            nanos // 1000, UTC,
         )  # fmt: skip
+        value._nanosecond = nanos
         value._seconds = seconds
         return value
 

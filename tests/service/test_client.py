@@ -173,7 +173,9 @@ async def test_expected_revisions_are_checked_and_failures_carry_both_revisions(
     events_client: AsyncEventClient,
 ) -> None:
     pipeline = uuid.uuid4()
-    await events_client.publish(chunk_events(pipeline, 2), expected={pipeline: ExpectedState.NO_STREAM})
+    await events_client.publish(
+        chunk_events(pipeline, 2), expected={pipeline: ExpectedState.NO_STREAM}
+    )
     await events_client.publish(chunk_events(pipeline, 1), expected={str(pipeline): 2})
     await events_client.publish(
         chunk_events(pipeline, 1), expected={pipeline: ExpectedState.STREAM_EXISTS}
@@ -288,6 +290,20 @@ async def test_publish_stream_acknowledges_every_batch_and_survives_a_rejection(
     assert acks[2].result is not None and acks[2].result.positions[0].revision == 3
 
 
+async def test_publish_stream_raises_a_bad_batch_after_acknowledging_the_ones_before(
+    events_client: AsyncEventClient,
+) -> None:
+    async def batches() -> AsyncIterator[Any]:
+        yield chunk_events(uuid.uuid4(), 1)
+        yield ["not an event"]
+
+    acks = []
+    with pytest.raises(TypeError, match="cannot publish str"):
+        async for ack in events_client.publish_stream(batches()):
+            acks.append(ack)
+    assert [ack.batch_id for ack in acks] == [1] and acks[0].result is not None
+
+
 # --- ReadAggregate ----------------------------------------------------------------------------
 
 
@@ -306,7 +322,9 @@ async def test_read_aggregate_follows_pages_forwards_and_backwards(
     assert [r.revision for r in backwards] == [7, 6, 5, 4, 3, 2, 1]
     assert len(attempts) == 6
 
-    middle = await events_client.read_aggregate(pipeline, from_revision=5, backwards=True, page_size=2)
+    middle = await events_client.read_aggregate(
+        pipeline, from_revision=5, backwards=True, page_size=2
+    )
     assert [r.revision for r in middle] == [5, 4, 3, 2, 1]
     limited = await events_client.read_aggregate(pipeline, from_revision=2, limit=4, page_size=3)
     assert [r.revision for r in limited] == [2, 3, 4, 5]
@@ -365,7 +383,9 @@ async def test_subscribe_after_a_position_and_with_a_filter(
 
     async def take(count: int, **options: Any) -> list[int]:
         async with events_client.subscribe(**options) as events:
-            return [(await asyncio.wait_for(anext(events), WAIT)).global_position for _ in range(count)]
+            return [
+                (await asyncio.wait_for(anext(events), WAIT)).global_position for _ in range(count)
+            ]
 
     assert await take(3, from_position=4) == [5, 6, 7]
     assert await take(4, pipeline_ids=[wanted]) == [1, 2, 5, 6]
@@ -494,12 +514,18 @@ def test_sync_client_publishes_reads_and_reports_errors(sync_client: EventClient
     acks = list(sync_client.publish_stream([chunk_events(pipeline, 1), [bad]]))
     assert acks[0].result is not None and acks[0].result.positions[0].revision == 7
     assert isinstance(acks[1].error, InvalidArgumentError)
+    with pytest.raises(TypeError, match="cannot publish int"):
+        list(sync_client.publish_stream([[42]]))
 
 
 def test_sync_subscriptions_from_start_and_from_end(sync_client: EventClient) -> None:
     sync_client.publish(chunk_events(uuid.uuid4(), 6))
     with sync_client.subscribe(max_batch_size=4) as events:
         assert [next(events).global_position for _ in range(6)] == [1, 2, 3, 4, 5, 6]
+    with sync_client.subscribe(max_batch_size=4) as events:
+        assert next(events).global_position == 1
+        events.close()  # mid-batch: the rest of the batch is not delivered
+        assert list(events) == []
 
     ready = threading.Event()
     with sync_client.subscribe(from_position="end", on_caught_up=lambda _: ready.set()) as events:
