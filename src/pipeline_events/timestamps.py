@@ -45,6 +45,18 @@ class NanoDatetime(_dt.datetime):
         return cls.from_seconds_nanos(seconds, nanos)
 
     @classmethod
+    def utc(
+        cls, year: int, month: int, day: int, hour: int, minute: int, second: int, nanos: int
+    ) -> NanoDatetime:
+        """A UTC instant from its calendar fields; the fast constructor decoders use."""
+        if not 0 <= nanos < _NS_PER_SECOND:
+            raise ValueError(f"nanos must be in 0..999999999, not {nanos}")
+        value = _dt.datetime.__new__(cls, year, month, day, hour, minute, second, nanos // 1000, UTC)
+        value._nanosecond = nanos
+        value._seconds = None
+        return value
+
+    @classmethod
     def from_seconds_nanos(cls, seconds: int, nanos: int) -> NanoDatetime:
         """The instant of a protobuf Timestamp (seconds since the epoch, nanos 0..999_999_999)."""
         if not 0 <= nanos < _NS_PER_SECOND:

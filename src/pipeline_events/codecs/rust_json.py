@@ -468,10 +468,9 @@ def _dec_timestamp(value: Any) -> NanoDatetime:
             base = _from_iso(value[:19])
         except ValueError:
             return _timestamp_slow(value, nanos, 0)  # a leap second, year 0 or a bad date
-        return NanoDatetime(
-            base.year, base.month, base.day, base.hour, base.minute, base.second,
-            tzinfo=_UTC, nanosecond=nanos,
-        )  # fmt: skip
+        return NanoDatetime.utc(
+            base.year, base.month, base.day, base.hour, base.minute, base.second, nanos
+        )
     if off_minutes > "59" or off_hours > "23":
         raise _Invalid(f"offset out of range: {json.dumps(value)}")
     offset = int(off_hours) * 3600 + int(off_minutes) * 60
