@@ -268,8 +268,9 @@ def _from_proto_value(spec: FieldSpec) -> Callable[[Any], Any] | None:
         item = _from_proto_value(spec.item)
         return (lambda xs: tuple(item(x) for x in xs)) if item else tuple
     if kind is Kind.MAP:
-        value = _from_proto_value(spec.item)
-        return (lambda m: {k: value(v) for k, v in m.items()}) if value else dict
+        # Sorted by key: protobuf map order is unspecified, and output should be reproducible.
+        value = _from_proto_value(spec.item) or (lambda v: v)
+        return lambda m: {k: value(m[k]) for k in sorted(m)}
     if kind is Kind.BYTES:
         return bytes
     return None

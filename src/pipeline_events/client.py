@@ -1288,5 +1288,6 @@ __all__ = [
     "Subscription",
     "UnimplementedError",
     "WrongExpectedRevisionError",
+    "error_from_rpc",
     "make_error",
 ]

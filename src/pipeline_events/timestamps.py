@@ -51,7 +51,9 @@ class NanoDatetime(_dt.datetime):
         """A UTC instant from its calendar fields; the fast constructor decoders use."""
         if not 0 <= nanos < _NS_PER_SECOND:
             raise ValueError(f"nanos must be in 0..999999999, not {nanos}")
-        value = _dt.datetime.__new__(cls, year, month, day, hour, minute, second, nanos // 1000, UTC)
+        value = _dt.datetime.__new__(
+            cls, year, month, day, hour, minute, second, nanos // 1000, UTC
+        )
         value._nanosecond = nanos
         value._seconds = None
         return value

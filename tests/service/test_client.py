@@ -467,6 +467,20 @@ async def test_nothing_listening_fails_fast_with_the_target_in_the_message() -> 
             assert raised.value.target == target
 
 
+async def test_a_server_that_never_answers_times_out() -> None:
+    with socket.socket() as silent:  # accepts TCP connections, never speaks HTTP/2
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        target = f"127.0.0.1:{silent.getsockname()[1]}"
+        retry = client.RetryPolicy(max_attempts=2, initial_backoff=0.01)
+        async with AsyncEventClient(target, timeout=0.2, retry=retry) as hasty:
+            started = time.monotonic()
+            with pytest.raises(client.DeadlineExceededError, match="tried 2 times") as raised:
+                await hasty.read_aggregate(uuid.uuid4())
+    assert isinstance(raised.value, TimeoutError) and target in str(raised.value)
+    assert time.monotonic() - started < 5
+
+
 async def test_state_queries_say_they_are_not_implemented(events_client: AsyncEventClient) -> None:
     with pytest.raises(UnimplementedError, match="GetPipelineState"):
         await events_client.get_pipeline_state(uuid.uuid4())

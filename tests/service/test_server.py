@@ -379,3 +379,29 @@ async def test_shutdown_goes_not_serving_and_ends_subscriptions_unavailable(runn
             await subscription.read()
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         await stopping
+
+
+async def test_a_live_subscriber_that_falls_behind_is_told_and_loses_nothing(stub) -> None:
+    pipeline = uuid.uuid4()
+    await stub.Publish(Publish(events=chunks(pipeline, 3)))
+    subscription = stub.Subscribe(service_pb2.SubscribeRequest(from_start={}, max_batch_size=2))
+    kinds, seen = [], []
+    while "caught_up" not in kinds:
+        message = await subscription.read()
+        kinds.append(message.WhichOneof("content"))
+        seen.extend(e.global_position for e in message.events.events)
+    await stub.Publish(Publish(events=chunks(pipeline, 2)))  # exactly one page: not behind
+    message = await subscription.read()
+    assert [e.global_position for e in message.events.events] == [4, 5]
+    await stub.Publish(Publish(events=chunks(pipeline, 5)))  # more than a page: behind
+    later = []
+    while len(seen) + sum(len(m.events.events) for m in later) < 8:
+        later.append(await subscription.read())
+    later.append(await subscription.read())
+    subscription.cancel()
+    kinds = [m.WhichOneof("content") for m in later]
+    assert kinds[:2] == ["events", "fell_behind"]
+    assert later[1].fell_behind.position == later[0].events.events[-1].global_position
+    assert seen + [4, 5] + [e.global_position for m in later for e in m.events.events] == list(
+        range(1, 11)
+    )

@@ -145,8 +145,11 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             validate(request)
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
-        async for message in self._subscription(request):
-            yield message
+        try:
+            async for message in self._subscription(request):
+                yield message
+        except StoreError as error:
+            await context.abort_with_status(from_store_error(error).grpc_status())
         if self._stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
@@ -187,13 +190,13 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                     fill_recorded(response.events.events.add(), event)
                 yield response
                 reported = page.events[-1].global_position
-            behind = len(page.events) == batch_size
+            position = page.scanned_to
+            behind = position < page.head  # more was committed than this page held
             if behind and live:
                 live = False
                 yield service_pb2.SubscribeResponse(
-                    fell_behind=service_pb2.FellBehind(position=position)
+                    fell_behind=service_pb2.FellBehind(position=reported)
                 )
-            position = page.scanned_to
             if position - reported >= interval:
                 reported = position
                 yield service_pb2.SubscribeResponse(

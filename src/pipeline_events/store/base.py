@@ -172,6 +172,8 @@ class ReadResult:
     events: list[RecordedEvent]
     # Every position up to here was considered (matching or not): resume after it.
     scanned_to: int
+    # The last global position when the page was read; scanned_to < head: more to read.
+    head: int
 
 
 def canonical_uuid(text: str, what: str) -> str:

@@ -102,8 +102,8 @@ class MemoryEventStore(EventStore):
             if filter is None or filter.matches(recorded):
                 events.append(recorded)
                 if len(events) == limit:
-                    return ReadResult(events, position)
-        return ReadResult(events, max(head, after_position))
+                    return ReadResult(events, position, head)
+        return ReadResult(events, max(head, after_position), head)
 
     async def head_position(self) -> int:
         self._check_open()

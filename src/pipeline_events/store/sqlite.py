@@ -364,7 +364,7 @@ class SQLiteEventStore(EventStore):
             connection.execute("COMMIT")
         events = [_recorded(row) for row in rows]
         scanned_to = events[-1].global_position if len(events) == limit else max(head, after)
-        return ReadResult(events, scanned_to)
+        return ReadResult(events, scanned_to, head)
 
     async def head_position(self) -> int:
         return await self._read(
