@@ -36,6 +36,39 @@ def build_parser() -> argparse.ArgumentParser:
         "--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)"
     )
 
+    def client_command(name: str, help: str) -> argparse.ArgumentParser:
+        command = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        command.add_argument(
+            "--target",
+            default="127.0.0.1:50051",
+            help="the server's HOST:PORT (default %(default)s)",
+        )
+        command.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+        command.add_argument("--json", action="store_true", help="JSON Lines for machines")
+        return command
+
+    publish = client_command("publish", "publish events from JSON Lines, in batches")
+    publish.add_argument("file", nargs="?", default="-", help="FILE or - for stdin (default)")
+    publish.add_argument("--format", choices=FORMATS, default="rust-json")
+    publish.add_argument("--batch", type=int, default=500, help="events per request")
+
+    tail = client_command("tail", "follow the event log live until interrupted")
+    tail.add_argument(
+        "--from", dest="from_", default="end", help="start, end (default) or POSITION"
+    )
+    tail.add_argument("--type", action="append", help="only this event type (repeatable)")
+    tail.add_argument("--pipeline", action="append", help="only this pipeline id (repeatable)")
+
+    history = client_command("history", "show one pipeline's events")
+    history.add_argument("pipeline_id")
+
+    client_command("status", "show whether the service is up and how many events it holds")
+
+    demo = client_command("demo", "simulate realistic pipeline runs through the service")
+    demo.add_argument("--pipelines", type=int, default=3)
+    demo.add_argument("--runs", type=int, default=4, help="processing runs per pipeline")
+    demo.add_argument("--seed", type=int, default=None, help="for a reproducible simulation")
+
     convert = commands.add_parser(
         "convert",
         help="convert JSON Lines of events between formats",
@@ -115,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         return run_convert(args)
     if args.command == "serve":
         return run_serve(args)
-    return 0
+    from pipeline_events import commands
+
+    command = getattr(commands, f"run_{args.command}")
+    return commands.guarded(command, args)
 
 
 def run_serve(args: argparse.Namespace) -> int:

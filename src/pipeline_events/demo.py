@@ -118,7 +118,7 @@ def simulate_run(pipeline_id: uuid.UUID, outcome: str, rng: random.Random) -> Ru
                 )
             )
             return Run(pipeline_id, run, outcome, events)
-        if stage_name == "encryption" and rng.random() < 0.3:
+        if stage_name == "encryption" and (outcome == "completed" or rng.random() < 0.3):
             events.append(
                 domain.ResourceExhausted.new(
                     pipeline_id, run, "memory", 7 << 30, 8 << 30, "throttled"
