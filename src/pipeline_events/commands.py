@@ -58,6 +58,9 @@ def _summary(event: domain.Event | domain.UnknownEvent) -> str:
         elif hasattr(value, "name") and not isinstance(value, str):
             value = value.name.lower()
         fields.append(f"{name}={value}")
+    metrics = getattr(event, "metrics", None) or getattr(event, "partial_metrics", None)
+    if metrics is not None:
+        fields.append(f"progress={metrics.bytes_processed}/{metrics.bytes_total} bytes")
     return " ".join(fields)
 
 
