@@ -76,14 +76,16 @@ def event_type_name(number: int) -> str:
 # --- domain -> protobuf ---------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=65536)
 def _uuid_text(value: uuid.UUID) -> str:
-    """Canonical text of a UUID: `str(value)`, about 30% faster (the publish hot path).
-
-    Cached because pipeline and processing ids repeat on every event of a run.
-    """
+    """Canonical text of a UUID: `str(value)`, about 30% faster (the publish hot path)."""
     text = value.int.to_bytes(16, "big").hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# Pipeline and processing ids repeat on every event of a run, so their text is cached;
+# event, chunk and stage ids are new each time and a cache would only add a miss.
+_repeated_uuid_text = functools.lru_cache(maxsize=65536)(_uuid_text)
+_REPEATING_IDS = frozenset({"processing_id"})
 
 
 def _set_timestamp(target: timestamp_pb2.Timestamp, value: Any) -> None:
@@ -173,14 +175,18 @@ def _message_filler(specs: tuple[FieldSpec, ...]) -> Filler:
     Straight-line attribute code is about twice as fast as looping over a plan
     of closures, and this is the publish hot path.
     """
-    namespace: dict[str, Any] = {"_uuid_text": _uuid_text}
+    namespace: dict[str, Any] = {
+        "_uuid_text": _uuid_text,
+        "_repeated_uuid_text": _repeated_uuid_text,
+    }
     lines = ["def fill(message, obj):"]
     for spec in specs:
         name = spec.name
         if spec.kind in _PLAIN_KINDS:
             assign = f"message.{name} = value"
         elif spec.kind is Kind.UUID:
-            assign = f"message.{name} = _uuid_text(value)"
+            text = "_repeated_uuid_text" if name in _REPEATING_IDS else "_uuid_text"
+            assign = f"message.{name} = {text}(value)"
         else:
             namespace[f"_fill_{name}"] = _field_filler(spec)
             assign = f"_fill_{name}(message, value)"
@@ -219,7 +225,7 @@ def to_envelope(
     try:
         envelope = EventEnvelope(
             event_id=_uuid_text(event.event_id),
-            aggregate_id=_uuid_text(event.pipeline_id),
+            aggregate_id=_repeated_uuid_text(event.pipeline_id),
             event_type=_EVENT_TYPE_NUMBERS[cls],
             schema_version=event.version,
         )
