@@ -106,7 +106,9 @@ def main() -> None:
             + [f"{results[kind][index][2]:,.0f}" for kind in results]
             + [f">= {goal:,}" if goal else ""]
         )
-    print(f"Codec rates, events/s (best of 10 passes, each over 1,000 events not seen before) — {describe()}\n")
+    print(
+        f"Codec rates, events/s (best of 10 passes, each over 1,000 events not seen before) — {describe()}\n"
+    )
     print(table(["codec", "direction", *results, "goal (ChunkProcessed)"], rows))
 
 
