@@ -66,5 +66,10 @@ breaking: protovalidate ## buf breaking against $(BREAKING_AGAINST) (FILE rules)
 test: $(STAMP) ## Run the test suite (Python and Node.js)
 	$(PYTHON) -m pytest
 
+.PHONY: bench
+bench: $(STAMP) ## Run the benchmarks (codecs ~1 min; store vs eventsourcing and bare SQLite ~15 min)
+	$(PYTHON) bench/codecs.py
+	$(PYTHON) bench/store.py --durability both
+
 .PHONY: check
 check: lint breaking check-generated test ## Everything CI checks
