@@ -12,7 +12,7 @@ import enum
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from adaptive_pipeline.events.v1 import envelope_pb2
 
@@ -91,15 +91,16 @@ class AppendResult:
     already_recorded: bool  # every event was a retry of one already stored
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """An event as stored: its envelope bytes and where it sits."""
+class RecordedEvent(NamedTuple):
+    """An event as stored: its envelope bytes and where it sits.
+
+    A named tuple of what readers always need; ids and type are read from the
+    envelope on demand. Readers build one per row, and both choices keep that
+    cheap (a full-log read is bound by row construction).
+    """
 
     global_position: int
     revision: int
-    aggregate_id: str
-    event_type: int
-    processing_id: str  # "" when the event has none
     recorded_at_ns: int
     data: bytes  # the envelope exactly as appended
 
@@ -109,8 +110,23 @@ class RecordedEvent:
 
     @property
     def event_id(self) -> str:
-        """The event id, read from the envelope (readers rarely need it, so it is not a column)."""
-        return self.envelope().event_id
+        """The event id (canonical text)."""
+        return canonical_uuid(self.envelope().event_id, "event_id")
+
+    @property
+    def aggregate_id(self) -> str:
+        """The aggregate (pipeline) id (canonical text)."""
+        return canonical_uuid(self.envelope().aggregate_id, "aggregate_id")
+
+    @property
+    def event_type(self) -> int:
+        """The EventType value."""
+        return self.envelope().event_type
+
+    @property
+    def processing_id(self) -> str:
+        """The processing run's id (canonical text), "" when the event has none."""
+        return ProposedEvent.of(self.envelope()).processing_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +154,8 @@ class EventFilter:
             self.event_types or self.categories or self.aggregate_ids or self.processing_ids
         )
 
-    def matches(self, event: RecordedEvent) -> bool:
-        """Whether the event passes the filter."""
+    def matches(self, event: ProposedEvent) -> bool:
+        """Whether an event (its indexed fields) passes the filter."""
         types = self.type_set
         return (
             (types is None or event.event_type in types)
@@ -178,10 +194,26 @@ class ReadResult:
 
 def canonical_uuid(text: str, what: str) -> str:
     """Lowercase hyphenated form of any UUID text upstream accepts."""
+    # Fast path for text already canonical (what every encoder of ours writes).
+    if (
+        len(text) == 36
+        and text[8] == text[13] == text[18] == text[23] == "-"
+        and text == text.lower()
+        and _is_hex(text.replace("-", ""))
+    ):
+        return text
     try:
         return str(uuid.UUID(text))
     except (ValueError, TypeError, AttributeError) as error:
         raise InvalidEventError(f"{what}: not a UUID: {text!r}") from error
+
+
+def _is_hex(digits: str) -> bool:
+    """32 hex digits and nothing else (fromhex alone would skip spaces)."""
+    try:
+        return len(bytes.fromhex(digits)) == 16 and len(digits) == 32
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ class MemoryEventStore(EventStore):
 
     def __init__(self) -> None:
         self._log: list[RecordedEvent] = []  # index = global position - 1
+        self._indexed: list[ProposedEvent] = []  # what filters look at, beside _log
         self._by_id: dict[str, RecordedEvent] = {}
         self._by_aggregate: dict[str, list[RecordedEvent]] = {}
         self._signal = HeadSignal()
@@ -51,11 +52,9 @@ class MemoryEventStore(EventStore):
         )
         now = time.time_ns()
         for event, position in plan.new_events:
-            recorded = RecordedEvent(
-                position.global_position, position.revision, event.aggregate_id,
-                event.event_type, event.processing_id, now, event.data,
-            )  # fmt: skip
+            recorded = RecordedEvent(position.global_position, position.revision, now, event.data)
             self._log.append(recorded)
+            self._indexed.append(event)
             self._by_id[event.event_id] = recorded
             self._by_aggregate.setdefault(event.aggregate_id, []).append(recorded)
         self._signal.advance(len(self._log))
@@ -97,9 +96,11 @@ class MemoryEventStore(EventStore):
         head = len(self._log)
         events: list[RecordedEvent] = []
         position = after_position
-        for recorded in self._log[after_position:]:
+        for recorded, indexed in zip(
+            self._log[after_position:], self._indexed[after_position:], strict=True
+        ):
             position = recorded.global_position
-            if filter is None or filter.matches(recorded):
+            if filter is None or filter.matches(indexed):
                 events.append(recorded)
                 if len(events) == limit:
                     return ReadResult(events, position, head)

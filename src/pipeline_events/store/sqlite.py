@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import queue
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -45,6 +43,7 @@ from pipeline_events.store.base import (
     RecordedEvent,
     StoreClosedError,
     StoreError,
+    WrongExpectedRevisionError,
     canonical_uuid,
     normalise_expected,
     plan_append,
@@ -75,15 +74,17 @@ MIGRATIONS: dict[int, str] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 _MAX_GROUP = 256  # appends committed together at most
 _ID_CHUNK = 500  # ids per IN (...) lookup
+_MAX_CACHED_AGGREGATES = 100_000
+_COLUMNS = "position, revision, recorded_at, envelope"  # RecordedEvent's fields, in order  # the writer's revision cache starts over beyond this
 
 
-def _blob(text: str) -> bytes:
-    return uuid.UUID(text).bytes
+def _blob(canonical: str) -> bytes:
+    """The 16 bytes of a UUID in canonical text (see base.canonical_uuid)."""
+    return bytes.fromhex(canonical.replace("-", ""))
 
 
-@functools.lru_cache(maxsize=65536)
 def _text(blob: bytes) -> str:
-    # Aggregate and processing ids repeat across rows; the cache spares the conversion.
+    """Canonical text of a 16-byte UUID."""
     hexed = blob.hex()
     return f"{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:]}"
 
@@ -143,6 +144,7 @@ class SQLiteEventStore(EventStore):
         self._reader_pool = concurrent.futures.ThreadPoolExecutor(readers, "sqlite-reader")
         self._local = threading.local()
         self._head = 0  # last committed global position; written by the writer thread only
+        self._revisions: dict[str, int] = {}  # aggregate -> latest committed revision (writer only)
         self._signal: HeadSignal | None = None  # the head as the event loop knows it
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -209,29 +211,26 @@ class SQLiteEventStore(EventStore):
         assert connection is not None
         outcomes: list[AppendResult | BaseException] = []
         head = self._head
+        revisions = dict(self._revisions)  # this transaction's view; kept only if it commits
         try:
             connection.execute("BEGIN IMMEDIATE")
             for request in group:
                 connection.execute("SAVEPOINT append")
                 try:
-                    plan = plan_append(
-                        request.batch,
-                        request.checks,
-                        head=head,
-                        stored=self._stored,
-                        revision_of=self._revision_of,
-                    )
-                    self._insert(plan.new_events)
+                    plan = self._plan_and_insert(request, head, revisions)
                     connection.execute("RELEASE append")
-                    if plan.new_events:
-                        head = plan.new_events[-1][1].global_position
-                    outcomes.append(plan.result)
                 except Exception as error:  # the request's own failure: roll back just it
                     connection.execute("ROLLBACK TO append")
                     connection.execute("RELEASE append")
                     outcomes.append(error)
+                    continue
+                for event, position in plan.new_events:
+                    revisions[event.aggregate_id] = position.revision
+                    head = position.global_position
+                outcomes.append(plan.result)
             connection.execute("COMMIT")
             self._head = head
+            self._revisions = revisions if len(revisions) < _MAX_CACHED_AGGREGATES else {}
             # Live readers learn of the new head before any appender is acknowledged.
             assert self._loop is not None and self._signal is not None
             self._loop.call_soon_threadsafe(self._signal.advance, head)
@@ -241,6 +240,38 @@ class SQLiteEventStore(EventStore):
             outcomes = [StoreError(f"commit failed: {error}")] * len(group)
         for request, outcome in zip(group, outcomes, strict=True):
             request.loop.call_soon_threadsafe(_settle, request.future, outcome)
+
+    def _plan_and_insert(self, request: _Append, head: int, revisions: dict[str, int]) -> Any:
+        """Plan and write one append inside its savepoint.
+
+        Optimistic: it first assumes every event id is new, so the common case costs
+        no lookup; the unique event-id index catches a retry or a conflict, and then
+        the append is planned again with the stored events looked up (as it is when
+        an expected revision fails, which a retried append also does).
+        """
+        assert self._connection is not None
+
+        def revision_of(aggregate_id: str) -> int:
+            if aggregate_id not in revisions:
+                revisions[aggregate_id] = self._revision_of(aggregate_id)
+            return revisions[aggregate_id]
+
+        try:
+            plan = plan_append(
+                request.batch, request.checks, head=head, stored=lambda ids: {},
+                revision_of=revision_of,
+            )  # fmt: skip
+            self._insert(plan.new_events)
+            return plan
+        except sqlite3.IntegrityError:  # an id is already stored
+            self._connection.execute("ROLLBACK TO append")
+        except WrongExpectedRevisionError:  # or this is a retry of an append that succeeded
+            pass
+        plan = plan_append(
+            request.batch, request.checks, head=head, stored=self._stored, revision_of=revision_of
+        )
+        self._insert(plan.new_events)
+        return plan
 
     def _stored(self, ids: list[str]) -> dict[str, tuple[bytes, Position]]:
         assert self._connection is not None
@@ -322,11 +353,10 @@ class SQLiteEventStore(EventStore):
             bound = from_revision
             sql = "revision >= ? ORDER BY revision"
         rows = self._reader().execute(
-            "SELECT position, revision, aggregate_id, event_type, processing_id, recorded_at, envelope"
-            f" FROM events WHERE aggregate_id = ? AND {sql} LIMIT ?",
+            f"SELECT {_COLUMNS} FROM events WHERE aggregate_id = ? AND {sql} LIMIT ?",
             (blob, bound, -1 if limit is None else limit),
         )
-        return [_recorded(row) for row in rows]
+        return list(map(RecordedEvent._make, rows))
 
     async def read_all(
         self,
@@ -355,14 +385,14 @@ class SQLiteEventStore(EventStore):
         connection.execute("BEGIN")  # one snapshot for the rows and the head
         try:
             rows = connection.execute(
-                "SELECT position, revision, aggregate_id, event_type, processing_id, recorded_at,"
-                f" envelope FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?",
+                f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)}"
+                " ORDER BY position LIMIT ?",
                 [*args, limit],
             ).fetchall()
             head = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
         finally:
             connection.execute("COMMIT")
-        events = [_recorded(row) for row in rows]
+        events = list(map(RecordedEvent._make, rows))
         scanned_to = events[-1].global_position if len(events) == limit else max(head, after)
         return ReadResult(events, scanned_to, head)
 
@@ -399,11 +429,3 @@ def _settle(future: asyncio.Future[AppendResult], outcome: AppendResult | BaseEx
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-def _recorded(row: tuple[Any, ...]) -> RecordedEvent:
-    position, revision, aggregate, event_type, processing, recorded_at, data = row
-    return RecordedEvent(
-        position, revision, _text(aggregate), event_type,
-        _text(processing) if processing is not None else "", recorded_at, data,
-    )  # fmt: skip
