@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -23,8 +22,6 @@ from pipeline_events.store import (
     RecordedEvent,
     StoreError,
 )
-
-log = logging.getLogger("pipeline_events.server")
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 DEFAULT_PAGE = 1000  # ReadAggregate page size when the request says 0
