@@ -192,39 +192,40 @@ class ReadResult:
     head: int
 
 
-def canonical_uuid(text: str, what: str) -> str:
-    """Lowercase hyphenated form of any UUID text upstream accepts."""
-    # Fast path for text already canonical (what every encoder of ours writes).
-    if (
-        len(text) == 36
-        and text[8] == text[13] == text[18] == text[23] == "-"
-        and text == text.lower()
-        and _is_hex(text.replace("-", ""))
-    ):
-        return text
+def uuid_parts(text: str, what: str) -> tuple[str, bytes]:
+    """(lowercase hyphenated text, 16 bytes) of any UUID text upstream accepts, parsed once."""
+    # Fast path: the hyphenated layout every encoder writes; fromhex checks the digits.
+    if len(text) == 36 and text[8] == text[13] == text[18] == text[23] == "-":
+        digits = text.replace("-", "")
+        try:
+            blob = bytes.fromhex(digits)
+        except ValueError:
+            blob = b""
+        if len(blob) == 16 and len(digits) == 32:  # fromhex alone would skip spaces
+            return (text if text.islower() or text.isdigit() else text.lower()), blob
     try:
-        return str(uuid.UUID(text))
+        parsed = uuid.UUID(text)
     except (ValueError, TypeError, AttributeError) as error:
         raise InvalidEventError(f"{what}: not a UUID: {text!r}") from error
+    return str(parsed), parsed.bytes
 
 
-def _is_hex(digits: str) -> bool:
-    """32 hex digits and nothing else (fromhex alone would skip spaces)."""
-    try:
-        return len(bytes.fromhex(digits)) == 16 and len(digits) == 32
-    except ValueError:
-        return False
+def canonical_uuid(text: str, what: str) -> str:
+    """Lowercase hyphenated form of any UUID text upstream accepts."""
+    return uuid_parts(text, what)[0]
 
 
-@dataclass(frozen=True, slots=True)
-class ProposedEvent:
-    """An envelope prepared for appending: its ids and exact bytes."""
+class ProposedEvent(NamedTuple):
+    """An envelope prepared for appending: its ids (text and bytes, parsed once) and exact bytes."""
 
     event_id: str
     aggregate_id: str
     event_type: int
-    processing_id: str
+    processing_id: str  # "" when the event has none
     data: bytes
+    event_blob: bytes
+    aggregate_blob: bytes
+    processing_blob: bytes | None
 
     @classmethod
     def of(cls, envelope: EventEnvelope) -> ProposedEvent:
@@ -233,13 +234,16 @@ class ProposedEvent:
         processing_id = ""
         if case is not None:
             processing_id = getattr(getattr(envelope, case), "processing_id", "") or ""
+        event_id, event_blob = uuid_parts(envelope.event_id, "event_id")
+        aggregate_id, aggregate_blob = uuid_parts(envelope.aggregate_id, "aggregate_id")
+        processing_blob = None
+        if processing_id:
+            processing_id, processing_blob = uuid_parts(processing_id, "processing_id")
         return cls(
-            event_id=canonical_uuid(envelope.event_id, "event_id"),
-            aggregate_id=canonical_uuid(envelope.aggregate_id, "aggregate_id"),
-            event_type=envelope.event_type,
-            processing_id=canonical_uuid(processing_id, "processing_id") if processing_id else "",
-            data=envelope.SerializeToString(deterministic=True),
-        )
+            event_id, aggregate_id, envelope.event_type, processing_id,
+            envelope.SerializeToString(deterministic=True),
+            event_blob, aggregate_blob, processing_blob,
+        )  # fmt: skip
 
 
 @dataclass(slots=True)

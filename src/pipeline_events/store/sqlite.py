@@ -304,11 +304,11 @@ class SQLiteEventStore(EventStore):
             [
                 (
                     position.global_position,
-                    _blob(event.aggregate_id),
+                    event.aggregate_blob,
                     position.revision,
-                    _blob(event.event_id),
+                    event.event_blob,
                     event.event_type,
-                    _blob(event.processing_id) if event.processing_id else None,
+                    event.processing_blob,
                     now,
                     event.data,
                 )
