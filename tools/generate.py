@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -30,9 +31,17 @@ def proto_files() -> list[str]:
 
 
 def protoc(*args: str) -> None:
-    """Run grpc_tools' protoc (it adds the well-known types' include path itself)."""
+    """Run grpc_tools' protoc (it adds the well-known types' include path itself).
+
+    The plugins (protoc-gen-mypy...) live beside this interpreter, which need
+    not be on PATH (make calls .venv/bin/python without activating the venv).
+    """
     cmd = [sys.executable, "-m", "grpc_tools.protoc", *args]
-    result = subprocess.run(cmd, cwd=ROOT, check=False)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    result = subprocess.run(cmd, cwd=ROOT, check=False, env=env)
     if result.returncode != 0:
         raise SystemExit(f"protoc failed: {' '.join(cmd)}")
 
