@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import queue
 import signal
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,17 +84,22 @@ def test_publish_reads_rust_json_lines_and_reports_bad_ones(
 
 
 def test_tail_follows_live_with_filters_until_interrupted(server: ServerProcess) -> None:
+    # Start after the current head, so it does not matter whether tail has
+    # subscribed before the demo publishes.
+    head = json.loads(run(server, "status", "--json").stdout)["head_position"]
     tail = subprocess.Popen(
-        [CLI, "tail", "--target", server.target, "--from", "end", "--type", "PipelineCreated", "--json"],
+        [CLI, "tail", "--target", server.target, "--from", str(head), "--type", "PipelineCreated",
+         "--json"],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in tail.stdout], daemon=True).start()
     try:
         result = run(server, "demo", "--pipelines", "3", "--runs", "1", "--json")
         assert result.returncode == 0, result.stderr
-        assert tail.stdout is not None
-        seen = [json.loads(tail.stdout.readline()) for _ in range(3)]
+        seen = [json.loads(lines.get(timeout=60)) for _ in range(3)]
         assert {line["envelope"]["eventType"] for line in seen} == {"EVENT_TYPE_PIPELINE_CREATED"}
-        assert seen[0]["position"] < seen[1]["position"] < seen[2]["position"]
+        assert head < seen[0]["position"] < seen[1]["position"] < seen[2]["position"]
     finally:
         tail.send_signal(signal.SIGINT)
         assert tail.wait(30) == 0
