@@ -8,6 +8,7 @@ Field names and order follow the upstream Rust structs exactly.
 from __future__ import annotations
 
 import enum
+import functools
 import uuid
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -199,7 +200,7 @@ class Event:
         fields in declaration order, then its optional ones (the seed's
         parameter order, e.g. `PipelineCreated.new(pid, name, 5, "alice")`).
         """
-        order = cls.factory_parameters()
+        order = _factory_parameters(cls)
         if len(args) > len(order):
             raise TypeError(
                 f"{cls.__name__}.new takes at most {len(order) + 1} positional arguments"
@@ -219,10 +220,16 @@ class Event:
     @classmethod
     def factory_parameters(cls) -> tuple[str, ...]:
         """Own fields in `new`'s positional order: required ones, then optional ones."""
-        own = [f for f in fields(cls) if f.name not in COMMON_FIELDS]
-        required = [f.name for f in own if not _is_optional(f.type)]
-        optional = [f.name for f in own if _is_optional(f.type)]
-        return tuple(required + optional)
+        return _factory_parameters(cls)
+
+
+@functools.cache
+def _factory_parameters(cls: type[Event]) -> tuple[str, ...]:
+    # Computed once per class: `new` is on the publish hot path.
+    own = [f for f in fields(cls) if f.name not in COMMON_FIELDS]
+    required = [f.name for f in own if not _is_optional(f.type)]
+    optional = [f.name for f in own if _is_optional(f.type)]
+    return tuple(required + optional)
 
 
 def _is_optional(annotation: Any) -> bool:
