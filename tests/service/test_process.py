@@ -98,7 +98,7 @@ async def test_sigterm_under_publishing_load_loses_no_acknowledged_event(
 
     async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
         events = (await store.read_all(limit=10_000_000)).events
-    stored = {e.event_id: e.global_position for e in events}
+    stored = {e.envelope.event_id: e.global_position for e in events}
     missing = [
         event_id for event_id in acknowledged if stored.get(event_id) != acknowledged[event_id]
     ]

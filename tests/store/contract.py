@@ -183,8 +183,8 @@ class EventStoreContract:
         future = envelope_pb2.EventEnvelope.FromString(data)
         await store.append([future])
         (recorded,) = (await store.read_all()).events
-        assert recorded.data == data
-        assert recorded.event_type == 17
+        assert recorded.envelope.SerializeToString(deterministic=True) == data
+        assert recorded.envelope.event_type == 17
 
     # --- reading --------------------------------------------------------------------------
 
@@ -205,9 +205,9 @@ class EventStoreContract:
         assert revisions(await store.read_aggregate(str(a), backwards=True, limit=1)) == [5]
         assert await store.read_aggregate(str(uuid.uuid4())) == []
         first = (await store.read_aggregate(str(a).upper()))[0]
-        assert first.aggregate_id == str(a)
-        assert first.envelope().chunk_processed.chunk_sequence == 0
-        assert first.recorded_at_ns > 0
+        assert first.envelope.aggregate_id == str(a)
+        assert first.envelope.chunk_processed.chunk_sequence == 0
+        assert first.recorded_at.ToNanoseconds() > 0
 
     async def test_reading_the_log_with_filters(self, store: EventStore) -> None:
         a, b, run = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
@@ -278,4 +278,4 @@ class EventStoreContract:
 def stored_event_id(events: list) -> str:
     """The event id of the only event in `events`."""
     (event,) = events
-    return event.event_id
+    return event.envelope.event_id

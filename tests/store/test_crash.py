@@ -52,7 +52,7 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
 
         async with await SQLiteEventStore.open(path) as store:
             events = (await store.read_all(limit=10_000_000)).events
-        positions = {e.event_id: e.global_position for e in events}
+        positions = {e.envelope.event_id: e.global_position for e in events}
         assert [e.global_position for e in events] == list(range(1, len(events) + 1)), seed
         assert len(positions) == len(events), f"an event is stored twice (seed {seed})"
         for event_id, position in acked.items():
@@ -63,7 +63,7 @@ async def test_acknowledged_appends_survive_sigkill(tmp_path: Path) -> None:
             assert sum(event_id in positions for event_id in batch) in (0, len(batch)), seed
         by_aggregate: dict[str, list[int]] = {}
         for event in events:
-            by_aggregate.setdefault(event.aggregate_id, []).append(event.revision)
+            by_aggregate.setdefault(event.envelope.aggregate_id, []).append(event.revision)
         for revisions in by_aggregate.values():
             assert revisions == list(range(1, len(revisions) + 1)), seed
     assert len(acked) > ROUNDS * 5  # every round acknowledged something before the kill

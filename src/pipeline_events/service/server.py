@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
-from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_grpc
+from adaptive_pipeline.events.v1 import service_pb2, service_pb2_grpc
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -19,7 +19,6 @@ from pipeline_events.store import (
     EventStore,
     ExpectedRevision,
     ExpectedState,
-    RecordedEvent,
     StoreError,
 )
 
@@ -43,16 +42,6 @@ def _expected(check: service_pb2.ExpectedRevision) -> ExpectedRevision:
     return {"any": ExpectedState.ANY, "no_stream": ExpectedState.NO_STREAM}.get(
         case, ExpectedState.STREAM_EXISTS
     )
-
-
-def fill_recorded(target: envelope_pb2.RecordedEvent, event: RecordedEvent) -> None:
-    """Copy a stored event into a RecordedEvent message (the envelope's bytes as they are)."""
-    target.envelope.MergeFromString(event.data)
-    target.global_position = event.global_position
-    target.revision = event.revision
-    seconds, nanos = divmod(event.recorded_at_ns, 1_000_000_000)
-    target.recorded_at.seconds = seconds
-    target.recorded_at.nanos = nanos
 
 
 def publish_error(error: RpcError) -> service_pb2.PublishError:
@@ -133,8 +122,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             next_revision=events[limit].revision if len(events) > limit else 0,
             last_revision=latest[0].revision if latest else 0,
         )
-        for event in events[:limit]:
-            fill_recorded(response.events.add(), event)
+        response.events.extend(events[:limit])
         return response
 
     async def Subscribe(self, request, context):
@@ -183,8 +171,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             )
             if page.events:
                 response = service_pb2.SubscribeResponse()
-                for event in page.events:
-                    fill_recorded(response.events.events.add(), event)
+                response.events.events.extend(page.events)
                 yield response
                 reported = page.events[-1].global_position
             position = page.scanned_to

@@ -14,11 +14,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from adaptive_pipeline.events.v1 import envelope_pb2
+from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2
 
 from pipeline_events.errors import PipelineEventsError
 
 EventEnvelope = envelope_pb2.EventEnvelope
+_EventBatch = service_pb2.EventBatch
 _PAYLOAD_CASES = {
     f.name: f.number - 100 for f in EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
 }
@@ -91,42 +92,75 @@ class AppendResult:
     already_recorded: bool  # every event was a retry of one already stored
 
 
-class RecordedEvent(NamedTuple):
-    """An event as stored: its envelope bytes and where it sits.
+#: An event as stored: the contract's own RecordedEvent message (envelope,
+#: global_position, revision, recorded_at). Stores hand out the message type
+#: clients receive, so a read page is parsed in one call (see `parse_records`)
+#: and relayed without copying field by field.
+RecordedEvent = envelope_pb2.RecordedEvent
 
-    A named tuple of what readers always need; ids and type are read from the
-    envelope on demand. Readers build one per row, and both choices keep that
-    cheap (a full-log read is bound by row construction).
+
+def _varint(value: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative int."""
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_SMALL_VARINTS = [bytes([n]) for n in range(0x80)]
+
+
+def recorded_at_field(recorded_at_ns: int) -> bytes:
+    """RecordedEvent field 4 (a Timestamp), encoded; one per append, shared by its events."""
+    seconds, nanos = divmod(recorded_at_ns, 1_000_000_000)
+    body = (b"\x08" + _varint(seconds) if seconds else b"") + (
+        b"\x10" + _varint(nanos) if nanos else b""
+    )
+    return b"\x22" + _varint(len(body)) + body
+
+
+def encode_record(data: bytes, position: int, revision: int, recorded_at: bytes) -> bytes:
+    """One stored event as an EventBatch `events` entry: field 1, length, RecordedEvent.
+
+    Byte-identical to the deterministic serialization of the RecordedEvent (fields
+    in number order), so a run of records concatenated is a serialized EventBatch.
+    `recorded_at` is `recorded_at_field(ns)`.
     """
+    body = b"".join(
+        (b"\x0a", _varint(len(data)), data, b"\x10", _varint(position), b"\x18",
+         _varint(revision), recorded_at)
+    )  # fmt: skip
+    return b"\x0a" + _varint(len(body)) + body
 
-    global_position: int
-    revision: int
-    recorded_at_ns: int
-    data: bytes  # the envelope exactly as appended
 
-    def envelope(self) -> EventEnvelope:
-        """The parsed envelope (unknown fields kept)."""
-        return EventEnvelope.FromString(self.data)
+def _skip_varint(buffer: bytes, offset: int) -> tuple[int, int]:
+    """(value, offset after it) of the varint at `offset`."""
+    value, shift = 0, 0
+    while True:
+        byte = buffer[offset]
+        offset += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, offset
+        shift += 7
 
-    @property
-    def event_id(self) -> str:
-        """The event id (canonical text)."""
-        return canonical_uuid(self.envelope().event_id, "event_id")
 
-    @property
-    def aggregate_id(self) -> str:
-        """The aggregate (pipeline) id (canonical text)."""
-        return canonical_uuid(self.envelope().aggregate_id, "aggregate_id")
+def record_envelope(record: bytes) -> bytes:
+    """The envelope bytes inside an `encode_record` record, exactly as appended."""
+    _, offset = _skip_varint(record, 1)  # outer tag, then the record's length
+    length, offset = _skip_varint(record, offset + 1)  # envelope tag, then its length
+    return record[offset : offset + length]
 
-    @property
-    def event_type(self) -> int:
-        """The EventType value."""
-        return self.envelope().event_type
 
-    @property
-    def processing_id(self) -> str:
-        """The processing run's id (canonical text), "" when the event has none."""
-        return ProposedEvent.of(self.envelope()).processing_id
+def parse_records(blob: bytes | None) -> Sequence[RecordedEvent]:
+    """Concatenated records (a serialized EventBatch) as RecordedEvent messages, in one parse."""
+    if not blob:
+        return []
+    return _EventBatch.FromString(blob).events
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +219,7 @@ class EventFilter:
 class ReadResult:
     """A page of the global log."""
 
-    events: list[RecordedEvent]
+    events: Sequence[RecordedEvent]
     # Every position up to here was considered (matching or not): resume after it.
     scanned_to: int
     # The last global position when the page was read; scanned_to < head: more to read.
@@ -259,7 +293,7 @@ def plan_append(
     expected: Mapping[str, ExpectedRevision],
     *,
     head: int,
-    stored: Callable[[list[str]], dict[str, tuple[bytes, Position]]],
+    stored: Callable[[Sequence[ProposedEvent]], Mapping[str, tuple[bytes, Position]]],
     revision_of: Callable[[str], int],
 ) -> AppendPlan:
     """The rules of an append, shared by every backend (run inside its atomic section).
@@ -272,7 +306,8 @@ def plan_append(
 
     Args:
         head: the current last global position.
-        stored: looks up already-stored events by id -> (bytes, position).
+        stored: looks up which of the batch's events are already stored:
+            event id -> (stored envelope bytes, position).
         revision_of: an aggregate's current latest revision (0: no events).
 
     Raises:
@@ -281,7 +316,7 @@ def plan_append(
     ids = [event.event_id for event in batch]
     if len(set(ids)) != len(ids):
         raise InvalidEventError("the same event id appears twice in one batch")
-    existing = stored(ids)
+    existing = stored(batch)
     positions: list[Position | None] = []
     fresh: list[ProposedEvent] = []
     for event in batch:

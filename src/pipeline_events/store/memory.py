@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from pipeline_events.store.base import (
     AppendResult,
     EventEnvelope,
@@ -29,7 +31,7 @@ class MemoryEventStore(EventStore):
     def __init__(self) -> None:
         self._log: list[RecordedEvent] = []  # index = global position - 1
         self._indexed: list[ProposedEvent] = []  # what filters look at, beside _log
-        self._by_id: dict[str, RecordedEvent] = {}
+        self._by_id: dict[str, tuple[bytes, Position]] = {}  # event id -> (bytes, position)
         self._by_aggregate: dict[str, list[RecordedEvent]] = {}
         self._signal = HeadSignal()
         self._closed = False
@@ -50,23 +52,23 @@ class MemoryEventStore(EventStore):
             stored=self._stored,
             revision_of=lambda aggregate: len(self._by_aggregate.get(aggregate, ())),
         )
-        now = time.time_ns()
+        now = divmod(time.time_ns(), 1_000_000_000)
         for event, position in plan.new_events:
-            recorded = RecordedEvent(position.global_position, position.revision, now, event.data)
+            recorded = RecordedEvent(
+                global_position=position.global_position,
+                revision=position.revision,
+                recorded_at=Timestamp(seconds=now[0], nanos=now[1]),
+            )
+            recorded.envelope.MergeFromString(event.data)
             self._log.append(recorded)
             self._indexed.append(event)
-            self._by_id[event.event_id] = recorded
+            self._by_id[event.event_id] = (event.data, position)
             self._by_aggregate.setdefault(event.aggregate_id, []).append(recorded)
         self._signal.advance(len(self._log))
         return plan.result
 
-    def _stored(self, ids: list[str]) -> dict[str, tuple[bytes, Position]]:
-        found = {event_id: self._by_id.get(event_id) for event_id in ids}
-        return {
-            event_id: (e.data, Position(e.global_position, e.revision))
-            for event_id, e in found.items()
-            if e is not None
-        }
+    def _stored(self, batch: Sequence[ProposedEvent]) -> dict[str, tuple[bytes, Position]]:
+        return {e.event_id: self._by_id[e.event_id] for e in batch if e.event_id in self._by_id}
 
     async def read_aggregate(
         self,
