@@ -20,6 +20,7 @@ from pipeline_events.store import (
     StoreClosedError,
     WrongExpectedRevisionError,
 )
+from pipeline_events.store.base import ProposedEvent
 
 
 def chunk(
@@ -99,6 +100,18 @@ class EventStoreContract:
         assert mixed.positions[0] == first.positions[0]
         assert (mixed.positions[1].global_position, mixed.positions[1].revision) == (2, 2)
         assert not mixed.already_recorded
+
+    async def test_events_prepared_ahead_are_appended_as_envelopes_are(
+        self, store: EventStore
+    ) -> None:
+        a = uuid.uuid4()
+        envelopes = [created(a), chunk(a, n=1)]
+        prepared = await store.append([ProposedEvent.of(e) for e in envelopes], {str(a): 0})
+        assert [(p.global_position, p.revision) for p in prepared.positions] == [(1, 1), (2, 2)]
+        retried = await store.append(envelopes)  # the same events, as envelopes: a retry
+        assert retried.already_recorded and retried.positions == prepared.positions
+        events = await store.read_aggregate(str(a))
+        assert [e.envelope for e in events] == envelopes
 
     async def test_the_same_id_with_other_content_is_a_conflict(self, store: EventStore) -> None:
         a = uuid.uuid4()

@@ -76,9 +76,8 @@ class StoreClosedError(StoreError, RuntimeError):
     """The store was closed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where an event is stored."""
+class Position(NamedTuple):
+    """Where an event is stored (a named tuple: one is made per appended event)."""
 
     global_position: int
     revision: int
@@ -101,8 +100,8 @@ RecordedEvent = envelope_pb2.RecordedEvent
 
 def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int."""
-    if value < 0x80:
-        return _SMALL_VARINTS[value]
+    if value < _TABLED:
+        return _VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
@@ -111,7 +110,9 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_VARINTS = [bytes([n]) for n in range(0x80)]
+# Varints of 0..16383 (one or two bytes), looked up: lengths and revisions are almost always here.
+_TABLED = 1 << 14
+_VARINTS = [bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(_TABLED)]
 
 
 def recorded_at_field(recorded_at_ns: int) -> bytes:
@@ -130,11 +131,15 @@ def encode_record(data: bytes, position: int, revision: int, recorded_at: bytes)
     in number order), so a run of records concatenated is a serialized EventBatch.
     `recorded_at` is `recorded_at_field(ns)`.
     """
+    size = len(data)
     body = b"".join(
-        (b"\x0a", _varint(len(data)), data, b"\x10", _varint(position), b"\x18",
-         _varint(revision), recorded_at)
+        (b"\x0a", _VARINTS[size] if size < _TABLED else _varint(size), data,
+         b"\x10", _varint(position),
+         b"\x18", _VARINTS[revision] if revision < _TABLED else _varint(revision),
+         recorded_at)
     )  # fmt: skip
-    return b"\x0a" + _varint(len(body)) + body
+    size = len(body)
+    return b"\x0a" + (_VARINTS[size] if size < _TABLED else _varint(size)) + body
 
 
 def _skip_varint(buffer: bytes, offset: int) -> tuple[int, int]:
@@ -249,6 +254,24 @@ def canonical_uuid(text: str, what: str) -> str:
     return uuid_parts(text, what)[0]
 
 
+_CASES_WITH_PROCESSING_ID = frozenset(
+    f.name
+    for f in EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
+    if "processing_id" in f.message_type.fields_by_name
+)
+_KNOWN_IDS: dict[str, tuple[str, bytes]] = {}  # recent aggregate and processing ids, parsed
+
+
+def _repeated_uuid_parts(text: str, what: str) -> tuple[str, bytes]:
+    """uuid_parts for ids that recur from event to event (a pipeline's, a run's): cached."""
+    parts = _KNOWN_IDS.get(text)
+    if parts is None:
+        if len(_KNOWN_IDS) >= 4096:
+            _KNOWN_IDS.clear()
+        parts = _KNOWN_IDS[text] = uuid_parts(text, what)
+    return parts
+
+
 class ProposedEvent(NamedTuple):
     """An envelope prepared for appending: its ids (text and bytes, parsed once) and exact bytes."""
 
@@ -265,14 +288,15 @@ class ProposedEvent(NamedTuple):
     def of(cls, envelope: EventEnvelope) -> ProposedEvent:
         """Extract what the store indexes; the bytes are the deterministic serialization."""
         case = envelope.WhichOneof("payload")
-        processing_id = ""
-        if case is not None:
-            processing_id = getattr(getattr(envelope, case), "processing_id", "") or ""
+        processing_id, processing_blob = "", None
+        if case in _CASES_WITH_PROCESSING_ID:
+            processing_id = getattr(envelope, case).processing_id
+            if processing_id:
+                processing_id, processing_blob = _repeated_uuid_parts(
+                    processing_id, "processing_id"
+                )
         event_id, event_blob = uuid_parts(envelope.event_id, "event_id")
-        aggregate_id, aggregate_blob = uuid_parts(envelope.aggregate_id, "aggregate_id")
-        processing_blob = None
-        if processing_id:
-            processing_id, processing_blob = uuid_parts(processing_id, "processing_id")
+        aggregate_id, aggregate_blob = _repeated_uuid_parts(envelope.aggregate_id, "aggregate_id")
         return cls(
             event_id, aggregate_id, envelope.event_type, processing_id,
             envelope.SerializeToString(deterministic=True),
@@ -313,23 +337,21 @@ def plan_append(
     Raises:
         InvalidEventError, DuplicateEventError, WrongExpectedRevisionError.
     """
-    ids = [event.event_id for event in batch]
-    if len(set(ids)) != len(ids):
+    if len({event.event_id for event in batch}) != len(batch):
         raise InvalidEventError("the same event id appears twice in one batch")
     existing = stored(batch)
-    positions: list[Position | None] = []
-    fresh: list[ProposedEvent] = []
-    for event in batch:
-        if event.event_id in existing:
-            data, position = existing[event.event_id]
-            if data != event.data:
-                raise DuplicateEventError(event.event_id)
-            positions.append(position)
-        else:
-            positions.append(None)
-            fresh.append(event)
-    if not fresh:
-        return AppendPlan(AppendResult(tuple(positions), already_recorded=True))  # type: ignore[arg-type]
+    fresh: Sequence[ProposedEvent] = batch
+    if existing:  # a retry, or a conflict: keep the stored positions of stored ids
+        fresh = []
+        for event in batch:
+            if event.event_id in existing:
+                if existing[event.event_id][0] != event.data:
+                    raise DuplicateEventError(event.event_id)
+            else:
+                fresh.append(event)
+        if not fresh:
+            positions = tuple(existing[event.event_id][1] for event in batch)
+            return AppendPlan(AppendResult(positions, already_recorded=True))
 
     revisions: dict[str, int] = {}
     for event in fresh:
@@ -339,17 +361,21 @@ def plan_append(
             if not _satisfies(check, actual):
                 raise WrongExpectedRevisionError(event.aggregate_id, check, actual)
             revisions[event.aggregate_id] = actual
-    plan = AppendPlan(AppendResult((), already_recorded=False))
+    new_events = []
     next_position = head
-    for index, position in enumerate(positions):
-        if position is None:
-            event = batch[index]
-            next_position += 1
-            revisions[event.aggregate_id] += 1
-            positions[index] = Position(next_position, revisions[event.aggregate_id])
-            plan.new_events.append((event, positions[index]))  # type: ignore[arg-type]
-    plan.result = AppendResult(tuple(positions), already_recorded=False)  # type: ignore[arg-type]
-    return plan
+    for event in fresh:
+        next_position += 1
+        revision = revisions[event.aggregate_id] = revisions[event.aggregate_id] + 1
+        new_events.append((event, Position(next_position, revision)))
+    if existing:
+        assigned = {event.event_id: position for event, position in new_events}
+        positions = tuple(
+            existing[e.event_id][1] if e.event_id in existing else assigned[e.event_id]
+            for e in batch
+        )
+    else:
+        positions = tuple(position for _, position in new_events)
+    return AppendPlan(AppendResult(positions, already_recorded=False), new_events)
 
 
 def _satisfies(expected: ExpectedRevision, actual: int) -> bool:
@@ -360,6 +386,11 @@ def _satisfies(expected: ExpectedRevision, actual: int) -> bool:
     if expected is ExpectedState.STREAM_EXISTS:
         return actual > 0
     return actual == expected
+
+
+def proposed(events: Sequence[EventEnvelope | ProposedEvent]) -> list[ProposedEvent]:
+    """The batch as ProposedEvents (envelopes are serialized and their ids parsed)."""
+    return [e if type(e) is ProposedEvent else ProposedEvent.of(e) for e in events]  # type: ignore[arg-type]
 
 
 def normalise_expected(
@@ -374,7 +405,7 @@ def normalise_expected(
             raise InvalidEventError(
                 f"expected revision for {aggregate_id} must be >= 0 or an ExpectedState"
             )
-        normalised[canonical_uuid(aggregate_id, "expected revision aggregate id")] = check
+        normalised[_repeated_uuid_parts(aggregate_id, "expected revision aggregate id")[0]] = check
     return normalised
 
 
@@ -422,10 +453,14 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def append(
         self,
-        envelopes: Sequence[EventEnvelope],
+        envelopes: Sequence[EventEnvelope | ProposedEvent],
         expected: Mapping[str, ExpectedRevision] | None = None,
     ) -> AppendResult:
-        """Append a batch atomically (all or nothing); see `plan_append` for the rules."""
+        """Append a batch atomically (all or nothing); see `plan_append` for the rules.
+
+        Each item is an envelope, or the `ProposedEvent.of(envelope)` of one made
+        ahead of time (its bytes and parsed ids), which the store takes as it is.
+        """
 
     @abc.abstractmethod
     async def read_aggregate(

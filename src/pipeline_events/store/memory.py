@@ -22,6 +22,7 @@ from pipeline_events.store.base import (
     canonical_uuid,
     normalise_expected,
     plan_append,
+    proposed,
 )
 
 
@@ -38,11 +39,11 @@ class MemoryEventStore(EventStore):
 
     async def append(
         self,
-        envelopes: Sequence[EventEnvelope],
+        envelopes: Sequence[EventEnvelope | ProposedEvent],
         expected: Mapping[str, ExpectedRevision] | None = None,
     ) -> AppendResult:
         self._check_open()
-        batch = [ProposedEvent.of(envelope) for envelope in envelopes]
+        batch = proposed(envelopes)
         checks = normalise_expected(expected)
         # No await between planning and writing: the append is atomic on the event loop.
         plan = plan_append(

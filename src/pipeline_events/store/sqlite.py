@@ -63,6 +63,7 @@ from pipeline_events.store.base import (
     normalise_expected,
     parse_records,
     plan_append,
+    proposed,
     record_envelope,
     recorded_at_field,
 )
@@ -286,12 +287,12 @@ class SQLiteEventStore(EventStore):
 
     async def append(
         self,
-        envelopes: Sequence[EventEnvelope],
+        envelopes: Sequence[EventEnvelope | ProposedEvent],
         expected: Mapping[str, ExpectedRevision] | None = None,
     ) -> AppendResult:
         if self._closed:
             raise StoreClosedError("the store is closed")
-        batch = [ProposedEvent.of(envelope) for envelope in envelopes]
+        batch = proposed(envelopes)
         checks = normalise_expected(expected)
         loop = asyncio.get_running_loop()
         if (
@@ -591,7 +592,8 @@ class SQLiteEventStore(EventStore):
         filter: EventFilter | None = None,
         limit: int = 1000,
     ) -> ReadResult:
-        if limit <= _INLINE_READ:
+        if limit <= _INLINE_READ and (filter is None or filter.is_empty):
+            # A short page read on the caller's thread; a filter may scan a whole window.
             self._check_open()
             return self._read_all(after_position, filter, limit)
         return await self._read(self._read_all, after_position, filter, limit)
