@@ -241,6 +241,31 @@ async def test_concurrent_small_and_large_appends_share_one_sequence(tmp_path: P
         assert [e.global_position for e in page.events] == positions
 
 
+async def test_concurrent_small_appends_commit_together_on_the_loop(tmp_path: Path) -> None:
+    async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
+        results = await asyncio.gather(*(store.append([chunk(uuid.uuid4())]) for _ in range(8)))
+        assert sorted(r.positions[0].global_position for r in results) == list(range(1, 9))
+        assert store.transactions < 8
+        before = store.transactions
+        for _ in range(3):  # one at a time: one transaction each
+            await store.append([chunk(uuid.uuid4())])
+        assert store.transactions == before + 3
+
+
+async def test_a_cancelled_leader_still_commits_the_appends_it_gathered(tmp_path: Path) -> None:
+    async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        leader = asyncio.create_task(store.append([chunk(a)]))
+        follower = asyncio.create_task(store.append([chunk(b)]))
+        await asyncio.sleep(0)  # the leader waits one turn for the follower to join
+        leader.cancel()
+        assert (await follower).positions[0].revision == 1
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+        # Like an append whose caller goes away mid-commit, the leader's own append stands.
+        assert len(await store.read_aggregate(str(a))) == 1
+
+
 async def _writer_idle(store: SQLiteEventStore) -> None:
     """Wait until the writer thread has run any maintenance the appends queued."""
     for _ in range(500):

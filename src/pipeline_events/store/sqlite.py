@@ -151,7 +151,8 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 SCHEMA_VERSION = max(MIGRATIONS)
 
 _MAX_GROUP = 256  # appends committed together at most
-_INLINE_APPEND = 64  # appends of at most this many events may run on the caller's thread
+_INLINE_APPEND = 64  # appends of at most this many events may commit on the event loop
+_INLINE_GROUP_EVENTS = 256  # events committed together on the event loop at most
 _INLINE_READ = 1000  # reads of at most this many events run on the caller's thread
 _MERGE_AT = 65_536  # in-memory event ids merged into `event_ids` beyond this many
 _CHECKPOINT_FRAMES = 8_000  # about this many WAL pages written -> checkpoint (~32 MB)
@@ -248,6 +249,9 @@ class SQLiteEventStore(EventStore):
         self._merged_to = 0  # event_ids holds the ids of positions up to here
         self._frames = 0  # estimated WAL pages written since the last checkpoint
         self._maintenance_queued = False
+        self.transactions = 0  # appending transactions committed (one per group commit)
+        self._gathered: list[_Append] = []  # appends waiting to commit on the event loop
+        self._gathered_events = 0
 
     @classmethod
     async def open(
@@ -295,28 +299,48 @@ class SQLiteEventStore(EventStore):
         batch = proposed(envelopes)
         checks = normalise_expected(expected)
         loop = asyncio.get_running_loop()
-        if (
-            len(batch) <= _INLINE_APPEND
-            and loop is self._loop
-            and self._write_lock.acquire(blocking=False)
-        ):
-            # The writer is idle: commit here and now, no hand-off to its thread.
-            try:
-                outcome = self._commit([(batch, checks)])[0]
-                due = self._maintenance_due() and not self._maintenance_queued
-                self._maintenance_queued |= due
-            finally:
-                self._write_lock.release()
-            assert self._signal is not None
-            self._signal.advance(self._head)
-            if due:
-                self._requests.put(_MAINTAIN)
-            if isinstance(outcome, BaseException):
-                raise outcome
-            return outcome
         future: asyncio.Future[AppendResult] = loop.create_future()
-        self._requests.put(_Append(batch, checks, future, loop))
+        request = _Append(batch, checks, future, loop)
+        if (
+            loop is self._loop
+            and len(batch) <= _INLINE_APPEND
+            and self._gathered_events + len(batch) <= _INLINE_GROUP_EVENTS
+        ):
+            # Commit on the event loop. The first appender leads: if other tasks are
+            # ready to run, it lets them run once, so that their appends join one
+            # transaction (group commit); alone, it commits at once.
+            self._gathered.append(request)
+            self._gathered_events += len(batch)
+            if len(self._gathered) == 1:
+                try:
+                    if _others_ready(loop):
+                        await asyncio.sleep(0)
+                finally:  # even if the leader is cancelled: the others are waiting
+                    self._commit_gathered()
+        else:
+            self._requests.put(request)
         return await future
+
+    def _commit_gathered(self) -> None:
+        """Commit the appends gathered on the event loop, here, or hand them to the writer."""
+        group, self._gathered, self._gathered_events = self._gathered, [], 0
+        if not self._write_lock.acquire(blocking=False):
+            # The writer thread is busy (a large append, a checkpoint): queue behind it.
+            for request in group:
+                self._requests.put(request)
+            return
+        try:
+            outcomes = self._commit([(r.batch, r.checks) for r in group])
+            due = self._maintenance_due() and not self._maintenance_queued
+            self._maintenance_queued |= due
+        finally:
+            self._write_lock.release()
+        if due:
+            self._requests.put(_MAINTAIN)
+        assert self._signal is not None
+        self._signal.advance(self._head)  # live readers learn of it before appenders
+        for request, outcome in zip(group, outcomes, strict=True):
+            _settle(request.future, outcome)
 
     def _write_loop(self) -> None:
         while True:
@@ -394,6 +418,7 @@ class SQLiteEventStore(EventStore):
                 connection.execute("ROLLBACK")
             return [StoreError(f"commit failed: {error}")] * len(appends)
         self._head = head
+        self.transactions += bool(recent)
         if len(self._revisions) + len(revisions) > _MAX_CACHED_AGGREGATES:
             self._revisions.clear()
         self._revisions.update(revisions)
@@ -649,6 +674,16 @@ class SQLiteEventStore(EventStore):
             connection.close()
         if self._signal is not None:
             self._signal.close()
+
+
+def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether callbacks (other tasks) wait to run on the loop; True when it cannot tell.
+
+    Reads the ready queue of CPython's asyncio loops (`_ready`, not a public API);
+    a loop without one is assumed busy, which costs an append one loop iteration.
+    """
+    ready = getattr(loop, "_ready", None)
+    return ready is None or len(ready) > 0
 
 
 def _settle(future: asyncio.Future[AppendResult], outcome: Outcome) -> None:
