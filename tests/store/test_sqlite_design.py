@@ -125,10 +125,12 @@ async def test_a_version_1_database_is_migrated_with_its_ids(tmp_path: Path) -> 
         assert connection.execute("SELECT count(*) FROM event_ids").fetchone()[0] == 3
 
 
+@pytest.mark.parametrize("slice_size", [4096, 7])
 async def test_event_ids_merge_in_bulk_and_stay_unique(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slice_size: int
 ) -> None:
     monkeypatch.setattr(sqlite_store, "_MERGE_AT", 50)
+    monkeypatch.setattr(sqlite_store, "_MERGE_SLICE", slice_size)
     path = tmp_path / "events.db"
     a = uuid.uuid4()
     batches = [[chunk(a, n=10 * b + i) for i in range(10)] for b in range(12)]
@@ -152,6 +154,37 @@ async def test_event_ids_merge_in_bulk_and_stay_unique(
         assert (await store.append(batches[0] + big[-3:])).already_recorded
         assert await store.head_position() == 121 + 200
     assert _merged_ids(path) >= merged
+
+
+async def test_a_merge_cut_short_is_done_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_MERGE_AT", 40)
+    monkeypatch.setattr(sqlite_store, "_MERGE_SLICE", 5)
+    path = tmp_path / "events.db"
+    batches = [[chunk(uuid.uuid4()) for _ in range(10)] for _ in range(5)]
+    maintain, steps = SQLiteEventStore._maintain, []
+
+    def three_slices_then_stop(store: SQLiteEventStore) -> bool:  # the process dies here
+        steps.append(1)
+        return maintain(store) if len(steps) <= 3 else False
+
+    monkeypatch.setattr(SQLiteEventStore, "_maintain", three_slices_then_stop)
+    async with await SQLiteEventStore.open(path) as store:
+        for batch in batches:
+            await store.append(batch)
+        await _writer_idle(store)
+        assert store._merging is not None  # closed with the merge half done
+    monkeypatch.setattr(SQLiteEventStore, "_maintain", maintain)
+    assert 0 < _merged_ids(path) < 50
+    async with await SQLiteEventStore.open(path) as store:
+        for batch in batches:  # every id is still found: retries, not new events
+            assert (await store.append(batch)).already_recorded
+        await store.append([chunk(uuid.uuid4())])
+        await _writer_idle(store)
+    assert _merged_ids(path) == 50  # the ids there when the merge began
+    async with await SQLiteEventStore.open(path) as store:
+        assert len(store._recent) == 1  # only the newest id is left to merge
 
 
 async def test_the_writer_checkpoints_the_wal(

@@ -102,6 +102,13 @@ def _varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int."""
     if value < _TABLED:
         return _VARINTS[value]
+    if value < 1 << 21:  # global positions, for a good while: three bytes
+        return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+    if value < 1 << 28:
+        return bytes(
+            ((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80,
+             ((value >> 14) & 0x7F) | 0x80, value >> 21)
+        )  # fmt: skip
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)

@@ -13,8 +13,8 @@ Design (every choice measured in bench/store.py; see README "Event store"):
 - Idempotency by event id without a random-key index on every commit (each
   random insert dirties a page; those pages were the write cost): ids of
   recent events live in memory (`_recent`, rebuilt from the table on open),
-  and are merged in bulk, sorted, into the `event_ids` table every
-  `_MERGE_AT` events. An id is looked up in both.
+  and every `_MERGE_AT` events they are merged, sorted, into the `event_ids`
+  table, a slice per transaction between appends. An id is looked up in both.
 - Writes: one connection behind a lock. A small append whose writer is idle
   runs right on the caller's thread (no thread hand-off: ~90 µs round trip on
   these machines); larger ones, and appends that find the writer busy, go to
@@ -155,6 +155,7 @@ _INLINE_APPEND = 64  # appends of at most this many events may commit on the eve
 _INLINE_GROUP_EVENTS = 256  # events committed together on the event loop at most
 _INLINE_READ = 1000  # reads of at most this many events run on the caller's thread
 _MERGE_AT = 65_536  # in-memory event ids merged into `event_ids` beyond this many
+_MERGE_SLICE = 4_096  # ids merged per transaction
 _CHECKPOINT_FRAMES = 8_000  # about this many WAL pages written -> checkpoint (~32 MB)
 _ID_CHUNK = 500  # ids per IN (...) lookup
 _MAX_CACHED_AGGREGATES = 100_000  # the writer's revision cache starts over beyond this
@@ -249,6 +250,9 @@ class SQLiteEventStore(EventStore):
         self._merged_to = 0  # event_ids holds the ids of positions up to here
         self._frames = 0  # estimated WAL pages written since the last checkpoint
         self._maintenance_queued = False
+        self._merging: list[tuple[bytes, int]] | None = None  # sorted ids being merged
+        self._merging_to = 0  # the head when that merge began
+        self._merged_slices = 0
         self.transactions = 0  # appending transactions committed (one per group commit)
         self._gathered: list[_Append] = []  # appends waiting to commit on the event loop
         self._gathered_events = 0
@@ -358,18 +362,20 @@ class SQLiteEventStore(EventStore):
                     break
                 if isinstance(request, _Append):
                     group.append(request)
-            with self._write_lock:
-                outcomes = self._commit([(r.batch, r.checks) for r in group]) if group else []
-                head = self._head
-                if self._maintenance_due():
-                    self._maintain()
-                self._maintenance_queued = False
             if group:
+                with self._write_lock:
+                    outcomes = self._commit([(r.batch, r.checks) for r in group])
+                    head = self._head
                 # Live readers learn of the new head before any appender is acknowledged.
                 assert self._loop is not None and self._signal is not None
                 self._loop.call_soon_threadsafe(self._signal.advance, head)
-            for request, outcome in zip(group, outcomes, strict=True):
-                request.loop.call_soon_threadsafe(_settle, request.future, outcome)
+                for request, outcome in zip(group, outcomes, strict=True):
+                    request.loop.call_soon_threadsafe(_settle, request.future, outcome)
+            with self._write_lock:  # after the acknowledgements: nobody waits for this
+                unfinished = self._maintenance_due() and self._maintain()
+                self._maintenance_queued = unfinished
+            if unfinished:  # a merge goes on, one slice per turn, between appends
+                self._requests.put(_MAINTAIN)
         with self._write_lock:
             assert self._connection is not None
             self._connection.close()
@@ -513,36 +519,57 @@ class SQLiteEventStore(EventStore):
         }
 
     def _maintenance_due(self) -> bool:
-        return self._frames >= _CHECKPOINT_FRAMES or len(self._recent) >= _MERGE_AT
+        return (
+            self._frames >= _CHECKPOINT_FRAMES
+            or len(self._recent) >= _MERGE_AT
+            or self._merging is not None
+        )
 
-    def _maintain(self) -> None:
-        """Merge in-memory event ids into `event_ids`, then checkpoint (writer thread, lock held)."""
+    def _maintain(self) -> bool:
+        """One step of upkeep (writer thread, lock held); True if a merge is unfinished.
+
+        A merge copies the in-memory event ids, sorted, into `event_ids`, a slice
+        of _MERGE_SLICE per transaction so that appends wait at most one slice.
+        The ids stay in memory until the last slice commits with the new
+        'event_ids_merged_to', so every id is always found in one place or the
+        other; a merge cut short by a crash is simply done again (INSERT OR IGNORE).
+        """
         connection = self._connection
         assert connection is not None
-        if len(self._recent) >= _MERGE_AT:
+        if self._merging is None and len(self._recent) >= _MERGE_AT:
+            self._merging = sorted(self._recent.items())  # key order: each page touched once
+            self._merging_to, self._merged_slices = self._head, 0
+        if self._merging is not None:
+            start = self._merged_slices * _MERGE_SLICE
+            last = start + _MERGE_SLICE >= len(self._merging)
             connection.execute("BEGIN IMMEDIATE")
             try:
-                # Sorted: the inserts walk the index in key order, each page touched once.
                 connection.executemany(
-                    "INSERT INTO event_ids (event_id, position) VALUES (?, ?)",
-                    sorted(self._recent.items()),
+                    "INSERT OR IGNORE INTO event_ids (event_id, position) VALUES (?, ?)",
+                    self._merging[start : start + _MERGE_SLICE],
                 )
-                connection.execute(
-                    "UPDATE store_state SET value = ? WHERE name = 'event_ids_merged_to'",
-                    (self._head,),
-                )
+                if last:
+                    connection.execute(
+                        "UPDATE store_state SET value = ? WHERE name = 'event_ids_merged_to'",
+                        (self._merging_to,),
+                    )
                 connection.execute("COMMIT")
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
-            self._recent = {}
-            self._merged_to = self._head
-            self._frames = _CHECKPOINT_FRAMES  # the merge wrote many pages: checkpoint now
+            self._merged_slices += 1
+            self._frames += _MERGE_SLICE // 2  # pages a slice dirties: up to one per id
+            if not last:
+                return True
+            self._merged_to = merged_to = self._merging_to
+            self._recent = {i: p for i, p in self._recent.items() if p > merged_to}
+            self._merging = None
         if self._frames >= _CHECKPOINT_FRAMES:
             # PASSIVE never waits for readers; with no write in between, the next
             # commit starts the WAL over from its beginning.
             connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._frames = 0
+        return False
 
     # --- reading -------------------------------------------------------------------------
 
