@@ -279,9 +279,9 @@ class SQLiteEventStore(EventStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         connection = self._connection = _connect(self.path, self.durability)
         migrate(connection)
-        self._head = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[
-            0
-        ]
+        (self._head,) = connection.execute(
+            "SELECT coalesce(max(position), 0) FROM events"
+        ).fetchone()
         self._merged_to = connection.execute(
             "SELECT value FROM store_state WHERE name = 'event_ids_merged_to'"
         ).fetchone()[0]
@@ -328,6 +328,8 @@ class SQLiteEventStore(EventStore):
     def _commit_gathered(self) -> None:
         """Commit the appends gathered on the event loop, here, or hand them to the writer."""
         group, self._gathered, self._gathered_events = self._gathered, [], 0
+        if not group:  # close() committed them already
+            return
         if not self._write_lock.acquire(blocking=False):
             # The writer thread is busy (a large append, a checkpoint): queue behind it.
             for request in group:
@@ -693,6 +695,7 @@ class SQLiteEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
+        self._commit_gathered()  # appends waiting on the loop are finished first, too
         self._requests.put(None)
         await asyncio.to_thread(self._writer.join)
         self._reader_pool.shutdown(wait=True)
