@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import queue
 import sqlite3
 import threading
@@ -160,6 +161,43 @@ _CHECKPOINT_FRAMES = 8_000  # about this many WAL pages written -> checkpoint (~
 _ID_CHUNK = 500  # ids per IN (...) lookup
 _MAX_CACHED_AGGREGATES = 100_000  # the writer's revision cache starts over beyond this
 _MMAP_BYTES = 1 << 40  # SQLite caps it at its compile-time maximum (2 GiB by default)
+
+
+_INSERT_EVENTS = (
+    "INSERT INTO events (position, aggregate_id, revision, event_id, event_type, processing_id,"
+    " record) VALUES ",
+    7,
+)
+_INSERT_EVENT_IDS = ("INSERT OR IGNORE INTO event_ids (event_id, position) VALUES ", 2)
+_ROWS_PER_INSERT = (
+    256  # rows per multi-row INSERT at most (7 x 256 parameters; SQLite allows 32,766)
+)
+
+
+def _insert_rows(
+    connection: sqlite3.Connection, insert: tuple[str, int], values: list[Any]
+) -> None:
+    """INSERT rows given as one flat list of values, up to 256 rows per statement.
+
+    Not executemany: it calls SQLite once per row, releasing the GIL each time,
+    and while another thread runs Python, getting it back can take the switch
+    interval (5 ms) every time. Row counts are powers of two, so few distinct
+    statements are prepared (and cached by the sqlite3 module).
+    """
+    head, width = insert
+    rows, start = len(values) // width, 0
+    while start < rows:
+        count = 1 << (min(_ROWS_PER_INSERT, rows - start).bit_length() - 1)
+        connection.execute(
+            _multi_row_sql(head, width, count), values[start * width : (start + count) * width]
+        )
+        start += count
+
+
+@functools.lru_cache(maxsize=64)
+def _multi_row_sql(head: str, width: int, rows: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return head + ", ".join([row] * rows)
 
 
 def _blob(canonical: str) -> bytes:
@@ -464,24 +502,13 @@ class SQLiteEventStore(EventStore):
         plan = plan_append(batch, checks, head=head, stored=stored, revision_of=revision_of)
         if plan.new_events:
             recorded_at = recorded_at_field(time.time_ns())
-            connection.executemany(
-                "INSERT INTO events (position, aggregate_id, revision, event_id, event_type,"
-                " processing_id, record) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        position.global_position,
-                        event.aggregate_blob,
-                        position.revision,
-                        event.event_blob,
-                        event.event_type,
-                        event.processing_blob,
-                        encode_record(
-                            event.data, position.global_position, position.revision, recorded_at
-                        ),
-                    )
-                    for event, position in plan.new_events
-                ],
-            )
+            values: list[Any] = []
+            for event, (position, revision) in plan.new_events:
+                values += (
+                    position, event.aggregate_blob, revision, event.event_blob, event.event_type,
+                    event.processing_blob, encode_record(event.data, position, revision, recorded_at),
+                )  # fmt: skip
+            _insert_rows(connection, _INSERT_EVENTS, values)
         return plan
 
     def _stored(
@@ -546,9 +573,10 @@ class SQLiteEventStore(EventStore):
             last = start + _MERGE_SLICE >= len(self._merging)
             connection.execute("BEGIN IMMEDIATE")
             try:
-                connection.executemany(
-                    "INSERT OR IGNORE INTO event_ids (event_id, position) VALUES (?, ?)",
-                    self._merging[start : start + _MERGE_SLICE],
+                _insert_rows(
+                    connection,
+                    _INSERT_EVENT_IDS,
+                    [v for pair in self._merging[start : start + _MERGE_SLICE] for v in pair],
                 )
                 if last:
                     connection.execute(
