@@ -25,6 +25,7 @@ from pipeline_events.store import (
     EventFilter,
     ExpectedState,
     SQLiteEventStore,
+    StoreError,
     WrongExpectedRevisionError,
 )
 from pipeline_events.store import sqlite as sqlite_store
@@ -197,7 +198,7 @@ async def test_the_writer_checkpoints_the_wal(
     async with await SQLiteEventStore.open(path) as store:
         for _ in range(200):
             await store.append([chunk(uuid.uuid4()) for _ in range(10)])  # ~3 KB a call
-            if store._maintenance_queued:
+            if store._upkeep_queued:
                 await _writer_idle(store)
             wal_sizes.append(os.path.getsize(f"{path}-wal"))
     # 2,000 events, ~0.7 MB of records plus index pages: without checkpoints the WAL
@@ -312,10 +313,18 @@ async def test_closing_finishes_the_appends_gathered_on_the_loop(tmp_path: Path)
         assert await reopened.head_position() == 2
 
 
+async def test_a_store_refuses_appends_from_another_event_loop(tmp_path: Path) -> None:
+    async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
+        with pytest.raises(StoreError, match="event loop that opened it"):
+            # asyncio.run in a worker thread: a second event loop
+            await asyncio.to_thread(asyncio.run, store.append([chunk(uuid.uuid4())]))
+        assert await store.head_position() == 0
+
+
 async def _writer_idle(store: SQLiteEventStore) -> None:
     """Wait until the writer thread has run any maintenance the appends queued."""
     for _ in range(500):
-        if not store._maintenance_queued:
+        if not store._upkeep_queued:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the writer thread never ran its maintenance")

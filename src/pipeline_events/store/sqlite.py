@@ -15,13 +15,16 @@ Design (every choice measured in bench/store.py; see README "Event store"):
   recent events live in memory (`_recent`, rebuilt from the table on open),
   and every `_MERGE_AT` events they are merged, sorted, into the `event_ids`
   table, a slice per transaction between appends. An id is looked up in both.
-- Writes: one connection behind a lock. A small append whose writer is idle
-  runs right on the caller's thread (no thread hand-off: ~90 µs round trip on
-  these machines); larger ones, and appends that find the writer busy, go to
-  the writer thread, which commits whatever is queued in one transaction
-  (group commit), each append in its own SAVEPOINT. WAL checkpoints and the
-  event-id merges run on the writer thread too, never on the event loop.
-  An append is acknowledged only after COMMIT.
+- Writes: every append commits on the event loop, on the one write
+  connection. Appends made while other tasks are ready commit together, in
+  one transaction (group commit), each in its own SAVEPOINT so that one
+  failure does not fail the others. No thread hand-off: it costs ~90 µs per
+  round trip here, and a thread that needs the GIL back while the loop runs
+  Python waits up to the switch interval (5 ms) each time, which made
+  appends handed to a writer thread crawl under load. An upkeep thread runs
+  WAL checkpoints and the event-id merge slices (mostly C, a few GIL
+  round trips each), holding the writer meanwhile; appends gathered then
+  commit as soon as a step ends. An append is acknowledged only after COMMIT.
 - Reads: small ones run on the caller's thread, large ones on a reader pool;
   each thread has its own connection, memory-mapped (no read syscall per
   page). WAL lets them read while the writer writes.
@@ -151,9 +154,6 @@ MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
-_MAX_GROUP = 256  # appends committed together at most
-_INLINE_APPEND = 64  # appends of at most this many events may commit on the event loop
-_INLINE_GROUP_EVENTS = 256  # events committed together on the event loop at most
 _INLINE_READ = 1000  # reads of at most this many events run on the caller's thread
 _MERGE_AT = 65_536  # in-memory event ids merged into `event_ids` beyond this many
 _MERGE_SLICE = 4_096  # ids merged per transaction
@@ -212,7 +212,7 @@ def _connect(path: str, durability: Durability) -> sqlite3.Connection:
     connection.execute("PRAGMA busy_timeout=10000")
     connection.execute("PRAGMA cache_size=-65536")  # 64 MiB
     connection.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
-    # The store checkpoints from its writer thread (see _maintain); a checkpoint
+    # The store checkpoints from its upkeep thread (see _maintain); a checkpoint
     # inside a commit would stall whichever thread committed, maybe the event loop.
     connection.execute("PRAGMA wal_autocheckpoint=0")
     # group_concat of blobs comes back as TEXT; these are record bytes, not UTF-8.
@@ -242,18 +242,16 @@ def migrate(connection: sqlite3.Connection) -> int:
 
 
 class _Append:
-    """One queued append and the future that acknowledges it."""
+    """One append waiting to be committed, and the future that acknowledges it."""
 
-    __slots__ = ("batch", "checks", "future", "loop")
+    __slots__ = ("batch", "checks", "future")
 
-    def __init__(self, batch, checks, future, loop):  # type: ignore[no-untyped-def]
+    def __init__(self, batch, checks, future):  # type: ignore[no-untyped-def]
         self.batch: list[ProposedEvent] = batch
         self.checks: dict[str, ExpectedRevision] = checks
         self.future: asyncio.Future[AppendResult] = future
-        self.loop: asyncio.AbstractEventLoop = loop
 
 
-_MAINTAIN = object()  # queued when an inline append found a checkpoint or merge due
 Outcome = AppendResult | BaseException
 
 
@@ -272,14 +270,14 @@ class SQLiteEventStore(EventStore):
         self.durability = durability
         # A filtered read_all looks at no more than this many positions per call.
         self.scan_window = scan_window
-        self._requests: queue.SimpleQueue[_Append | object | None] = queue.SimpleQueue()
-        self._writer = threading.Thread(target=self._write_loop, name="sqlite-writer", daemon=True)
+        self._upkeep_requests: queue.SimpleQueue[bool] = queue.SimpleQueue()  # False: stop
+        self._upkeep = threading.Thread(target=self._upkeep_loop, name="sqlite-upkeep", daemon=True)
         self._reader_pool = concurrent.futures.ThreadPoolExecutor(readers, "sqlite-reader")
         self._local = threading.local()
         self._closed = False
         self._signal: HeadSignal | None = None  # the head as the event loop knows it
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Writer state: touched only by whoever holds _write_lock.
+        # Writer state: touched only by whoever holds _write_lock (the loop, or upkeep).
         self._write_lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._head = 0  # last committed global position
@@ -287,13 +285,12 @@ class SQLiteEventStore(EventStore):
         self._recent: dict[bytes, int] = {}  # event id -> position, for ids not in event_ids
         self._merged_to = 0  # event_ids holds the ids of positions up to here
         self._frames = 0  # estimated WAL pages written since the last checkpoint
-        self._maintenance_queued = False
+        self._upkeep_queued = False
         self._merging: list[tuple[bytes, int]] | None = None  # sorted ids being merged
         self._merging_to = 0  # the head when that merge began
         self._merged_slices = 0
         self.transactions = 0  # appending transactions committed (one per group commit)
         self._gathered: list[_Append] = []  # appends waiting to commit on the event loop
-        self._gathered_events = 0
 
     @classmethod
     async def open(
@@ -309,7 +306,7 @@ class SQLiteEventStore(EventStore):
         await asyncio.to_thread(store._start)
         store._signal = HeadSignal(store._head)
         store._loop = asyncio.get_running_loop()
-        store._writer.start()
+        store._upkeep.start()
         return store
 
     def _start(self) -> None:
@@ -341,84 +338,64 @@ class SQLiteEventStore(EventStore):
         batch = proposed(envelopes)
         checks = normalise_expected(expected)
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            raise StoreError("a SQLite store is used from the event loop that opened it")
         future: asyncio.Future[AppendResult] = loop.create_future()
-        request = _Append(batch, checks, future, loop)
-        if (
-            loop is self._loop
-            and len(batch) <= _INLINE_APPEND
-            and self._gathered_events + len(batch) <= _INLINE_GROUP_EVENTS
-        ):
-            # Commit on the event loop. The first appender leads: if other tasks are
-            # ready to run, it lets them run once, so that their appends join one
-            # transaction (group commit); alone, it commits at once.
-            self._gathered.append(request)
-            self._gathered_events += len(batch)
-            if len(self._gathered) == 1:
-                try:
-                    if _others_ready(loop):
-                        await asyncio.sleep(0)
-                finally:  # even if the leader is cancelled: the others are waiting
-                    self._commit_gathered()
-        else:
-            self._requests.put(request)
+        self._gathered.append(_Append(batch, checks, future))
+        if len(self._gathered) == 1:
+            # The first append of a group: if other tasks are ready to run, commit
+            # after them, so that the appends they make join one transaction (group
+            # commit); alone, commit at once.
+            if _others_ready(loop):
+                loop.call_soon(self._flush)
+            else:
+                self._flush()
         return await future
 
-    def _commit_gathered(self) -> None:
-        """Commit the appends gathered on the event loop, here, or hand them to the writer."""
-        group, self._gathered, self._gathered_events = self._gathered, [], 0
-        if not group:  # close() committed them already
+    def _flush(self) -> None:
+        """Commit the gathered appends on the event loop, unless upkeep holds the writer.
+
+        Upkeep tells the loop when each of its steps ends (`_upkeep_step_done`),
+        which flushes whatever gathered meanwhile, so no append waits for long.
+        """
+        if not self._gathered or not self._write_lock.acquire(blocking=False):
             return
-        if not self._write_lock.acquire(blocking=False):
-            # The writer thread is busy (a large append, a checkpoint): queue behind it.
-            for request in group:
-                self._requests.put(request)
-            return
+        group, self._gathered = self._gathered, []
         try:
             outcomes = self._commit([(r.batch, r.checks) for r in group])
-            due = self._maintenance_due() and not self._maintenance_queued
-            self._maintenance_queued |= due
+            upkeep = self._maintenance_due() and not self._upkeep_queued
+            self._upkeep_queued |= upkeep
         finally:
             self._write_lock.release()
-        if due:
-            self._requests.put(_MAINTAIN)
+        if upkeep:
+            self._upkeep_requests.put(True)
         assert self._signal is not None
         self._signal.advance(self._head)  # live readers learn of it before appenders
         for request, outcome in zip(group, outcomes, strict=True):
-            _settle(request.future, outcome)
+            if request.future.cancelled():
+                continue  # the caller went away; the append itself already committed or failed
+            if isinstance(outcome, BaseException):
+                request.future.set_exception(outcome)
+            else:
+                request.future.set_result(outcome)
 
-    def _write_loop(self) -> None:
-        while True:
-            first = self._requests.get()
-            if first is None:
-                break
-            group = [first] if isinstance(first, _Append) else []
-            while len(group) < _MAX_GROUP:
-                try:
-                    request = self._requests.get_nowait()
-                except queue.Empty:
-                    break
-                if request is None:
-                    self._requests.put(None)  # finish this group, then stop
-                    break
-                if isinstance(request, _Append):
-                    group.append(request)
-            if group:
-                with self._write_lock:
-                    outcomes = self._commit([(r.batch, r.checks) for r in group])
-                    head = self._head
-                # Live readers learn of the new head before any appender is acknowledged.
-                assert self._loop is not None and self._signal is not None
-                self._loop.call_soon_threadsafe(self._signal.advance, head)
-                for request, outcome in zip(group, outcomes, strict=True):
-                    request.loop.call_soon_threadsafe(_settle, request.future, outcome)
-            with self._write_lock:  # after the acknowledgements: nobody waits for this
+    def _upkeep_loop(self) -> None:
+        """The upkeep thread: checkpoints and event-id merge slices, one step per request."""
+        while self._upkeep_requests.get():
+            with self._write_lock:
                 unfinished = self._maintenance_due() and self._maintain()
-                self._maintenance_queued = unfinished
-            if unfinished:  # a merge goes on, one slice per turn, between appends
-                self._requests.put(_MAINTAIN)
-        with self._write_lock:
-            assert self._connection is not None
-            self._connection.close()
+            assert self._loop is not None
+            try:
+                self._loop.call_soon_threadsafe(self._upkeep_step_done, unfinished)
+            except RuntimeError:  # the loop is closed: nobody is left to tell
+                return
+
+    def _upkeep_step_done(self, unfinished: bool) -> None:
+        """On the loop: commit what gathered during the step, then ask for the next one."""
+        self._flush()
+        self._upkeep_queued = unfinished
+        if unfinished and not self._closed:  # a merge goes on, a slice at a time
+            self._upkeep_requests.put(True)
 
     def _commit(
         self, appends: list[tuple[list[ProposedEvent], dict[str, ExpectedRevision]]]
@@ -555,7 +532,7 @@ class SQLiteEventStore(EventStore):
         )
 
     def _maintain(self) -> bool:
-        """One step of upkeep (writer thread, lock held); True if a merge is unfinished.
+        """One step of upkeep (upkeep thread, lock held); True if a merge is unfinished.
 
         A merge copies the in-memory event ids, sorted, into `event_ids`, a slice
         of _MERGE_SLICE per transaction so that appends wait at most one slice.
@@ -723,9 +700,12 @@ class SQLiteEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
-        self._commit_gathered()  # appends waiting on the loop are finished first, too
-        self._requests.put(None)
-        await asyncio.to_thread(self._writer.join)
+        self._upkeep_requests.put(False)
+        await asyncio.to_thread(self._upkeep.join)
+        self._flush()  # appends gathered before close() are committed first
+        with self._write_lock:
+            assert self._connection is not None
+            self._connection.close()
         self._reader_pool.shutdown(wait=True)
         connection = getattr(self._local, "connection", None)
         if connection is not None:
@@ -742,12 +722,3 @@ def _others_ready(loop: asyncio.AbstractEventLoop) -> bool:
     """
     ready = getattr(loop, "_ready", None)
     return ready is None or len(ready) > 0
-
-
-def _settle(future: asyncio.Future[AppendResult], outcome: Outcome) -> None:
-    if future.cancelled():
-        return  # the caller went away; the append itself already committed or failed
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
