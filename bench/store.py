@@ -10,7 +10,7 @@ timing: ChunkProcessed envelopes from `adapter.to_envelope`, stored as their
 deterministic protobuf bytes.
 
 - ours: `SQLiteEventStore`, awaited one call at a time (plus an extra row with
-  8 concurrent callers, where the writer thread commits them together);
+  8 concurrent callers, whose appends the store group-commits);
 - eventsourcing: its `SQLiteApplicationRecorder` (PERSISTENCE_MODULE=
   eventsourcing.sqlite), `insert_events` of `StoredEvent`s whose state is the
   same envelope bytes; `select_events` / `select_notifications` to read;
@@ -640,8 +640,9 @@ def render(durability: str, rows: list[Row], log_: Log, repeats: int) -> str:
         "serializing and parsing them inside each call. The "
         f"{CONCURRENT_CALLERS}-caller rows split the same calls by aggregate over "
         f"{CONCURRENT_CALLERS} asyncio tasks.",
-        "Bare: the INSERT our store issues, of the same row tuples, one transaction per call, "
-        "into a fresh database with our schema (no event-id bookkeeping). Bare reads: a plain "
+        "Bare: executemany of the row tuples our store writes (built beforehand), one "
+        "transaction per call, into a fresh database with our schema, with no checks and no "
+        "event-id bookkeeping (our store itself issues multi-row INSERTs). Bare reads: a plain "
         "cursor, one RecordedEvent parse per row: `SELECT record` over the whole log; "
         "`SELECT record WHERE aggregate_id = ? ORDER BY revision` for an aggregate. Ours "
         "reads a page as one concatenated blob (group_concat) parsed in one call.",

@@ -313,6 +313,27 @@ async def test_closing_finishes_the_appends_gathered_on_the_loop(tmp_path: Path)
         assert await reopened.head_position() == 2
 
 
+async def test_a_failing_upkeep_step_holds_up_no_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "_CHECKPOINT_FRAMES", 5)
+    maintain, calls = SQLiteEventStore._maintain, []
+
+    def fails_first(store: SQLiteEventStore) -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        return maintain(store)
+
+    monkeypatch.setattr(SQLiteEventStore, "_maintain", fails_first)
+    async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
+        for _ in range(30):
+            await store.append([chunk(uuid.uuid4()) for _ in range(10)])
+            await _writer_idle(store)
+        assert await store.head_position() == 300
+    assert len(calls) >= 2  # upkeep went on after the failure
+
+
 async def test_a_store_refuses_appends_from_another_event_loop(tmp_path: Path) -> None:
     async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
         with pytest.raises(StoreError, match="event loop that opened it"):

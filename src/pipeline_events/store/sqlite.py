@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import queue
 import sqlite3
 import threading
@@ -73,6 +74,7 @@ from pipeline_events.store.base import (
 )
 
 Durability = Literal["process", "power"]
+_log = logging.getLogger(__name__)
 
 _V1 = """
     CREATE TABLE events (
@@ -383,7 +385,11 @@ class SQLiteEventStore(EventStore):
         """The upkeep thread: checkpoints and event-id merge slices, one step per request."""
         while self._upkeep_requests.get():
             with self._write_lock:
-                unfinished = self._maintenance_due() and self._maintain()
+                try:
+                    unfinished = self._maintenance_due() and self._maintain()
+                except Exception:  # e.g. a full disk: appends will fail and say so
+                    _log.exception("SQLite store upkeep failed; it is tried again later")
+                    unfinished = False
             assert self._loop is not None
             try:
                 self._loop.call_soon_threadsafe(self._upkeep_step_done, unfinished)
