@@ -183,20 +183,20 @@ def _insert_rows(
 
     Not executemany: it calls SQLite once per row, releasing the GIL each time,
     and while another thread runs Python, getting it back can take the switch
-    interval (5 ms) every time. Row counts are powers of two, so few distinct
-    statements are prepared (and cached by the sqlite3 module).
+    interval (5 ms) every time. There is one statement text per row count, 256
+    at most, each prepared once and kept in the connection's statement cache.
     """
     head, width = insert
     rows, start = len(values) // width, 0
     while start < rows:
-        count = 1 << (min(_ROWS_PER_INSERT, rows - start).bit_length() - 1)
+        count = min(_ROWS_PER_INSERT, rows - start)
         connection.execute(
             _multi_row_sql(head, width, count), values[start * width : (start + count) * width]
         )
         start += count
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=2 * _ROWS_PER_INSERT)
 def _multi_row_sql(head: str, width: int, rows: int) -> str:
     row = "(" + ", ".join("?" * width) + ")"
     return head + ", ".join([row] * rows)
@@ -208,7 +208,12 @@ def _blob(canonical: str) -> bytes:
 
 
 def _connect(path: str, durability: Durability) -> sqlite3.Connection:
-    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    connection = sqlite3.connect(
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=4 * _ROWS_PER_INSERT,  # room for every multi-row INSERT size
+    )
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute(f"PRAGMA synchronous={'FULL' if durability == 'power' else 'NORMAL'}")
     connection.execute("PRAGMA busy_timeout=10000")
