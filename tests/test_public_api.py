@@ -7,7 +7,7 @@ from pipeline_events.codecs import rust_json
 
 STORE = [
     "AppendResult", "DuplicateEventError", "EventFilter", "EventStore", "ExpectedRevision",
-    "ExpectedState", "InvalidEventError", "MemoryEventStore", "Position", "ReadResult",
+    "ExpectedState", "InvalidEventError", "MemoryEventStore", "Position", "ProposedEvent", "ReadResult",
     "RecordedEvent", "SQLiteEventStore", "StoreClosedError", "StoreError",
     "WrongExpectedRevisionError", "open_store",
 ]  # fmt: skip
