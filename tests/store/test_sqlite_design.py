@@ -313,6 +313,44 @@ async def test_closing_finishes_the_appends_gathered_on_the_loop(tmp_path: Path)
         assert await reopened.head_position() == 2
 
 
+async def test_a_large_commit_lets_the_loop_run_and_stays_atomic(tmp_path: Path) -> None:
+    async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
+        a = uuid.uuid4()
+        big = asyncio.create_task(store.append([chunk(a, n=i) for i in range(3000)]))
+        small = [asyncio.create_task(store.append([chunk(uuid.uuid4())])) for _ in range(3)]
+        heads = []
+        while not big.done():  # this task runs while the 3,003 events are being written
+            heads.append(await store.head_position())
+            await asyncio.sleep(0)
+        # Turns were taken, and the head went from nothing to everything: no partial batch.
+        before = heads.count(0)
+        assert before >= 5 and heads == [0] * before + [3003] * (len(heads) - before)
+        assert [p.global_position for p in big.result().positions] == list(range(1, 3001))
+        assert sorted(t.result().positions[0].global_position for t in await _done(small)) == [
+            3001, 3002, 3003,
+        ]  # fmt: skip
+        assert store.transactions == 1
+
+
+async def test_an_interrupted_large_commit_stores_nothing(tmp_path: Path) -> None:
+    async with await SQLiteEventStore.open(tmp_path / "events.db") as store:
+        big = asyncio.create_task(store.append([chunk(uuid.uuid4()) for _ in range(2000)]))  # noqa: RUF006
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert store._committing is not None
+        store._committing.cancel()
+        with pytest.raises(StoreError, match="interrupted"):
+            await big
+        assert await store.head_position() == 0
+        after = await store.append([chunk(uuid.uuid4())])  # the writer is free again
+        assert after.positions[0].global_position == 1
+
+
+async def _done(tasks: list[asyncio.Task]) -> list[asyncio.Task]:
+    await asyncio.gather(*tasks)
+    return tasks
+
+
 async def test_a_failing_upkeep_step_holds_up_no_append(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -24,7 +24,9 @@ Design (every choice measured in bench/store.py; see README "Event store"):
   appends handed to a writer thread crawl under load. An upkeep thread runs
   WAL checkpoints and the event-id merge slices (mostly C, a few GIL
   round trips each), holding the writer meanwhile; appends gathered then
-  commit as soon as a step ends. An append is acknowledged only after COMMIT.
+  commit as soon as a step ends. A group larger than `_EVENTS_PER_TURN`
+  events stays one transaction but yields to the loop every 256 rows. An
+  append is acknowledged only after COMMIT.
 - Reads: small ones run on the caller's thread, large ones on a reader pool;
   each thread has its own connection, memory-mapped (no read syscall per
   page). WAL lets them read while the writer writes.
@@ -46,7 +48,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -171,6 +173,7 @@ _INSERT_EVENTS = (
     7,
 )
 _INSERT_EVENT_IDS = ("INSERT OR IGNORE INTO event_ids (event_id, position) VALUES ", 2)
+_EVENTS_PER_TURN = 1024  # a larger group commits over several loop turns, 256 rows each
 _ROWS_PER_INSERT = (
     256  # rows per multi-row INSERT at most (7 x 256 parameters; SQLite allows 32,766)
 )
@@ -298,6 +301,7 @@ class SQLiteEventStore(EventStore):
         self._merged_slices = 0
         self.transactions = 0  # appending transactions committed (one per group commit)
         self._gathered: list[_Append] = []  # appends waiting to commit on the event loop
+        self._committing: asyncio.Task[None] | None = None  # a large commit, over several turns
 
     @classmethod
     async def open(
@@ -368,13 +372,47 @@ class SQLiteEventStore(EventStore):
         if not self._gathered or not self._write_lock.acquire(blocking=False):
             return
         group, self._gathered = self._gathered, []
+        if sum(len(request.batch) for request in group) > _EVENTS_PER_TURN:
+            # A large commit takes several turns of the loop, other tasks running between.
+            assert self._loop is not None
+            self._committing = self._loop.create_task(self._commit_over_turns(group))
+            return
         try:
             outcomes = self._commit([(r.batch, r.checks) for r in group])
-            upkeep = self._maintenance_due() and not self._upkeep_queued
-            self._upkeep_queued |= upkeep
         finally:
             self._write_lock.release()
-        if upkeep:
+        self._acknowledge(group, outcomes)
+
+    async def _commit_over_turns(self, group: list[_Append]) -> None:
+        """Commit a large group in one transaction, yielding to the loop every 256 rows."""
+        steps = self._commit_steps([(r.batch, r.checks) for r in group])
+        interrupted: BaseException | None = None
+        try:
+            while True:
+                try:
+                    next(steps)
+                except StopIteration as done:
+                    outcomes: list[Outcome] = done.value
+                    break
+                await asyncio.sleep(0)
+        except BaseException as error:  # cancelled between two steps: undo it, tell the appenders
+            interrupted = error
+            steps.close()
+            assert self._connection is not None
+            if self._connection.in_transaction:
+                self._connection.execute("ROLLBACK")
+            outcomes = [StoreError(f"append interrupted: {error!r}")] * len(group)
+        self._write_lock.release()
+        self._committing = None
+        self._acknowledge(group, outcomes)
+        if interrupted is not None:
+            raise interrupted
+        self._flush()  # what gathered meanwhile
+
+    def _acknowledge(self, group: list[_Append], outcomes: list[Outcome]) -> None:
+        """After a commit (lock released): ask for upkeep, wake live readers, settle appends."""
+        if self._maintenance_due() and not self._upkeep_queued:
+            self._upkeep_queued = True
             self._upkeep_requests.put(True)
         assert self._signal is not None
         self._signal.advance(self._head)  # live readers learn of it before appenders
@@ -411,7 +449,18 @@ class SQLiteEventStore(EventStore):
     def _commit(
         self, appends: list[tuple[list[ProposedEvent], dict[str, ExpectedRevision]]]
     ) -> list[Outcome]:
-        """Write appends in one transaction (caller holds the lock); an outcome per append.
+        """Write appends in one transaction (caller holds the lock); an outcome per append."""
+        steps = self._commit_steps(appends)
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def _commit_steps(
+        self, appends: list[tuple[list[ProposedEvent], dict[str, ExpectedRevision]]]
+    ) -> Generator[None, None, list[Outcome]]:
+        """`_commit`, pausing (yield) after every multi-row INSERT.
 
         Alone, an append that fails rolls the transaction back; in a group, each
         append has its own SAVEPOINT, so one failure does not fail the others.
@@ -430,7 +479,7 @@ class SQLiteEventStore(EventStore):
                 if grouped:
                     connection.execute("SAVEPOINT append")
                 try:
-                    plan = self._plan_and_insert(batch, checks, head, revisions, recent)
+                    plan = yield from self._plan_and_insert(batch, checks, head, revisions, recent)
                 except Exception as error:  # the append's own failure
                     if not grouped:
                         connection.execute("ROLLBACK")
@@ -468,8 +517,9 @@ class SQLiteEventStore(EventStore):
         head: int,
         revisions: dict[str, int],
         recent: dict[bytes, int],
-    ) -> Any:
-        """Plan one append (base.plan_append) against this transaction's view, and write it."""
+    ) -> Generator[None, None, Any]:
+        """Plan one append (base.plan_append) against this transaction's view, and write it,
+        pausing after each INSERT of up to 256 rows."""
         connection = self._connection
         assert connection is not None
 
@@ -488,15 +538,16 @@ class SQLiteEventStore(EventStore):
             return self._stored(events, recent)
 
         plan = plan_append(batch, checks, head=head, stored=stored, revision_of=revision_of)
-        if plan.new_events:
-            recorded_at = recorded_at_field(time.time_ns())
+        recorded_at = recorded_at_field(time.time_ns())
+        for start in range(0, len(plan.new_events), _ROWS_PER_INSERT):
             values: list[Any] = []
-            for event, (position, revision) in plan.new_events:
+            for event, (position, revision) in plan.new_events[start : start + _ROWS_PER_INSERT]:
                 values += (
                     position, event.aggregate_blob, revision, event.event_blob, event.event_type,
                     event.processing_blob, encode_record(event.data, position, revision, recorded_at),
                 )  # fmt: skip
             _insert_rows(connection, _INSERT_EVENTS, values)
+            yield
         return plan
 
     def _stored(
@@ -711,6 +762,8 @@ class SQLiteEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
+        if self._committing is not None:
+            await asyncio.gather(self._committing, return_exceptions=True)
         self._upkeep_requests.put(False)
         await asyncio.to_thread(self._upkeep.join)
         self._flush()  # appends gathered before close() are committed first
