@@ -8,8 +8,13 @@ import uuid
 
 from pipeline_events import adapter, domain
 from pipeline_events.store import SQLiteEventStore
+from pipeline_events.store import sqlite as sqlite_store
 
 BATCH = 5
+# Small limits, so that kills also land in event-id merges and WAL checkpoints.
+sqlite_store._MERGE_AT = 200
+sqlite_store._MERGE_SLICE = 16
+sqlite_store._CHECKPOINT_FRAMES = 100
 AGGREGATES = [uuid.UUID(int=n) for n in range(1, 5)]
 
 
