@@ -301,16 +301,20 @@ async def test_a_cancelled_leader_still_commits_the_appends_it_gathered(tmp_path
         assert len(await store.read_aggregate(str(a))) == 1
 
 
-async def test_closing_finishes_the_appends_gathered_on_the_loop(tmp_path: Path) -> None:
+@pytest.mark.parametrize("size", [1, 1500])  # 1,500 x 2 events: a commit over several turns
+async def test_closing_finishes_the_appends_gathered_on_the_loop(tmp_path: Path, size: int) -> None:
     path = tmp_path / "events.db"
     store = await SQLiteEventStore.open(path)
-    appends = [asyncio.create_task(store.append([chunk(uuid.uuid4())])) for _ in range(2)]
+    appends = [
+        asyncio.create_task(store.append([chunk(uuid.uuid4()) for _ in range(size)]))
+        for _ in range(2)
+    ]
     await asyncio.sleep(0)  # the leader waits a turn; the other has joined it
     assert len(store._gathered) == 2
     await store.close()
-    assert sorted(a.result().positions[0].global_position for a in appends) == [1, 2]
+    assert sorted(a.result().positions[-1].global_position for a in appends) == [size, 2 * size]
     async with await SQLiteEventStore.open(path) as reopened:
-        assert await reopened.head_position() == 2
+        assert await reopened.head_position() == 2 * size
 
 
 async def test_a_large_commit_lets_the_loop_run_and_stays_atomic(tmp_path: Path) -> None:

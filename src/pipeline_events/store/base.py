@@ -149,7 +149,7 @@ def encode_record(data: bytes, position: int, revision: int, recorded_at: bytes)
     return b"\x0a" + (_VARINTS[size] if size < _TABLED else _varint(size)) + body
 
 
-def _skip_varint(buffer: bytes, offset: int) -> tuple[int, int]:
+def _read_varint(buffer: bytes, offset: int) -> tuple[int, int]:
     """(value, offset after it) of the varint at `offset`."""
     value, shift = 0, 0
     while True:
@@ -163,8 +163,8 @@ def _skip_varint(buffer: bytes, offset: int) -> tuple[int, int]:
 
 def record_envelope(record: bytes) -> bytes:
     """The envelope bytes inside an `encode_record` record, exactly as appended."""
-    _, offset = _skip_varint(record, 1)  # outer tag, then the record's length
-    length, offset = _skip_varint(record, offset + 1)  # envelope tag, then its length
+    _, offset = _read_varint(record, 1)  # outer tag, then the record's length
+    length, offset = _read_varint(record, offset + 1)  # envelope tag, then its length
     return record[offset : offset + length]
 
 

@@ -18,8 +18,8 @@ Design (every choice measured in bench/store.py; see README "Event store"):
 - Writes: every append commits on the event loop, on the one write
   connection. Appends made while other tasks are ready commit together, in
   one transaction (group commit), each in its own SAVEPOINT so that one
-  failure does not fail the others. No thread hand-off: it costs ~90 µs per
-  round trip here, and a thread that needs the GIL back while the loop runs
+  failure does not fail the others. No thread hand-off: a round trip costs
+  ~70 µs here, and a thread that needs the GIL back while the loop runs
   Python waits up to the switch interval (5 ms) each time, which made
   appends handed to a writer thread crawl under load. An upkeep thread runs
   WAL checkpoints and the event-id merge slices (mostly C, a few GIL
@@ -65,7 +65,6 @@ from pipeline_events.store.base import (
     RecordedEvent,
     StoreClosedError,
     StoreError,
-    canonical_uuid,
     encode_record,
     normalise_expected,
     parse_records,
@@ -73,6 +72,7 @@ from pipeline_events.store.base import (
     proposed,
     record_envelope,
     recorded_at_field,
+    uuid_parts,
 )
 
 Durability = Literal["process", "power"]
@@ -174,9 +174,8 @@ _INSERT_EVENTS = (
 )
 _INSERT_EVENT_IDS = ("INSERT OR IGNORE INTO event_ids (event_id, position) VALUES ", 2)
 _EVENTS_PER_TURN = 1024  # a larger group commits over several loop turns, 256 rows each
-_ROWS_PER_INSERT = (
-    256  # rows per multi-row INSERT at most (7 x 256 parameters; SQLite allows 32,766)
-)
+# Rows per multi-row INSERT at most (7 x 256 parameters; SQLite allows 32,766).
+_ROWS_PER_INSERT = 256
 
 
 def _insert_rows(
@@ -205,9 +204,7 @@ def _multi_row_sql(head: str, width: int, rows: int) -> str:
     return head + ", ".join([row] * rows)
 
 
-def _blob(canonical: str) -> bytes:
-    """The 16 bytes of a UUID in canonical text (see base.canonical_uuid)."""
-    return bytes.fromhex(canonical.replace("-", ""))
+_HEAD = "SELECT coalesce(max(position), 0) FROM events"  # the last global position
 
 
 def _connect(path: str, durability: Durability) -> sqlite3.Connection:
@@ -325,9 +322,7 @@ class SQLiteEventStore(EventStore):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         connection = self._connection = _connect(self.path, self.durability)
         migrate(connection)
-        (self._head,) = connection.execute(
-            "SELECT coalesce(max(position), 0) FROM events"
-        ).fetchone()
+        (self._head,) = connection.execute(_HEAD).fetchone()
         self._merged_to = connection.execute(
             "SELECT value FROM store_state WHERE name = 'event_ids_merged_to'"
         ).fetchone()[0]
@@ -530,7 +525,7 @@ class SQLiteEventStore(EventStore):
             if known is None:
                 known = self._revisions[aggregate_id] = connection.execute(
                     "SELECT coalesce(max(revision), 0) FROM events WHERE aggregate_id = ?",
-                    (_blob(aggregate_id),),
+                    (uuid_parts(aggregate_id, "aggregate_id")[1],),
                 ).fetchone()[0]
             return known
 
@@ -670,7 +665,7 @@ class SQLiteEventStore(EventStore):
         limit: int | None = None,
     ) -> list[RecordedEvent]:
         self._check_open()
-        blob = _blob(canonical_uuid(aggregate_id, "aggregate_id"))
+        blob = uuid_parts(aggregate_id, "aggregate_id")[1]
         # The first _INLINE_READ events here (most aggregates are shorter); the rest on the pool.
         first = _INLINE_READ if limit is None else min(limit, _INLINE_READ)
         events = list(self._read_aggregate(blob, from_revision, backwards, first))
@@ -723,7 +718,7 @@ class SQLiteEventStore(EventStore):
         connection = self._reader()
         # The head first, then rows up to it: every position up to a committed head
         # is committed, so the page and the head agree without a read transaction.
-        head = connection.execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        head = connection.execute(_HEAD).fetchone()[0]
         where, args = ["position > ?", "position <= ?"], [after, head]
         if filter is not None and not filter.is_empty:
             args[1] = end = min(head, after + self.scan_window)
@@ -737,7 +732,7 @@ class SQLiteEventStore(EventStore):
             ):
                 if ids:
                     where.append(f"{column} IN ({','.join('?' * len(ids))})")
-                    args.extend(_blob(i) for i in sorted(ids))
+                    args.extend(uuid_parts(i, column)[1] for i in sorted(ids))
         else:
             end = head
         (blob,) = connection.execute(
@@ -751,7 +746,7 @@ class SQLiteEventStore(EventStore):
 
     async def head_position(self) -> int:
         self._check_open()
-        return self._reader().execute("SELECT coalesce(max(position), 0) FROM events").fetchone()[0]
+        return self._reader().execute(_HEAD).fetchone()[0]
 
     async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
         self._check_open()
@@ -762,11 +757,14 @@ class SQLiteEventStore(EventStore):
         if self._closed:
             return
         self._closed = True
-        if self._committing is not None:
-            await asyncio.gather(self._committing, return_exceptions=True)
         self._upkeep_requests.put(False)
         await asyncio.to_thread(self._upkeep.join)
-        self._flush()  # appends gathered before close() are committed first
+        # Appends accepted before close() are committed first, a large group over turns.
+        while self._committing is not None or self._gathered:
+            if self._committing is not None:
+                await asyncio.gather(self._committing, return_exceptions=True)
+            else:
+                self._flush()
         with self._write_lock:
             assert self._connection is not None
             self._connection.close()
