@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 import functools
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, ClassVar, Protocol, Self, runtime_checkable
+from typing import Any, ClassVar, Protocol, Self, TypeVar, cast, runtime_checkable
 
 from pipeline_events.timestamps import NanoDatetime
 
@@ -199,8 +200,13 @@ class Event:
         Positional arguments after `pipeline_id` are the event's required own
         fields in declaration order, then its optional ones (the seed's
         parameter order, e.g. `PipelineCreated.new(pid, name, 5, "alice")`).
+
+        Each of the 16 events overrides this with its exact, typed signature;
+        this generic form serves code that holds only a `type[Event]`.
         """
-        order = _factory_parameters(cls)
+        # (The ignores here and below: mypy checks a class object against Hashable
+        # with the instances' __hash__, and reports a false arg-type error.)
+        order = _factory_parameters(cls)  # type: ignore[arg-type]
         if len(args) > len(order):
             raise TypeError(
                 f"{cls.__name__}.new takes at most {len(order) + 1} positional arguments"
@@ -209,23 +215,17 @@ class Event:
             if name in kwargs:
                 raise TypeError(f"{cls.__name__}.new got multiple values for {name!r}")
             kwargs[name] = value
-        return cls(
-            event_id=uuid.uuid4(),
-            pipeline_id=pipeline_id,
-            occurred_at=NanoDatetime.now(),
-            version=CURRENT_SCHEMA_VERSION,
-            **kwargs,
-        )
+        return _create(cls, pipeline_id, **kwargs)
 
     @classmethod
     def factory_parameters(cls) -> tuple[str, ...]:
         """Own fields in `new`'s positional order: required ones, then optional ones."""
-        return _factory_parameters(cls)
+        return _factory_parameters(cls)  # type: ignore[arg-type]
 
 
 @functools.cache
 def _factory_parameters(cls: type[Event]) -> tuple[str, ...]:
-    # Computed once per class: `new` is on the publish hot path.
+    # Computed once per class: the generic `new` may be on the publish hot path.
     own = [f for f in fields(cls) if f.name not in COMMON_FIELDS]
     required = [f.name for f in own if not _is_optional(f.type)]
     optional = [f.name for f in own if _is_optional(f.type)]
@@ -234,6 +234,48 @@ def _factory_parameters(cls: type[Event]) -> tuple[str, ...]:
 
 def _is_optional(annotation: Any) -> bool:
     return isinstance(annotation, str) and annotation.endswith("| None")
+
+
+_E = TypeVar("_E", bound=Event)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _create(cls: type[_E], pipeline_id: uuid.UUID, /, **own: Any) -> _E:
+    """What every factory does: the own fields plus a fresh v4 id, now and version 1."""
+    return cls(
+        event_id=uuid.uuid4(),
+        pipeline_id=pipeline_id,
+        occurred_at=NanoDatetime.now(),
+        version=CURRENT_SCHEMA_VERSION,
+        **own,
+    )
+
+
+def _seed_factory(new: _F) -> _F:
+    """Mark an event's typed `new`, keeping the seed factory's too-many-arguments error.
+
+    Why 16 explicit `new` methods: the signature is what mypy, IDEs and
+    `inspect.signature` must see, and no generic form (a `ParamSpec`, a
+    dataclass transform) can express "required fields positionally, in the
+    seed's order, then the optional ones" for mypy --strict. So each event
+    spells its signature out (tests/test_typing.py checks that it matches
+    `factory_parameters()` and the fields' types) and forwards to `_create`.
+
+    This wrapper only keeps the generic factory's message for too many
+    positional arguments ("... takes at most N positional arguments"); the
+    arity is read once here, so a call costs one length check. Typed as the
+    identity, so checkers see the wrapped signature; `functools.wraps` sets
+    `__wrapped__`, which `inspect.signature` follows.
+    """
+    most = new.__code__.co_argcount - 1  # pipeline_id and the own fields, not cls
+
+    @functools.wraps(new)
+    def checked(cls: type[Event], /, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > most:
+            raise TypeError(f"{cls.__name__}.new takes at most {most} positional arguments")
+        return new(cls, *args, **kwargs)
+
+    return cast(_F, checked)
 
 
 # --- Pipeline lifecycle -------------------------------------------------------------------
@@ -248,6 +290,23 @@ class PipelineCreated(Event):
     stage_count: int
     created_by: str | None = None
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        pipeline_name: str,
+        stage_count: int,
+        created_by: str | None = None,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            pipeline_name=pipeline_name,
+            stage_count=stage_count,
+            created_by=created_by,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineUpdated(Event):
@@ -257,6 +316,13 @@ class PipelineUpdated(Event):
     changes: tuple[str, ...] = ()
     updated_by: str | None = None
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls, pipeline_id: uuid.UUID, changes: tuple[str, ...] = (), updated_by: str | None = None
+    ) -> Self:
+        return _create(cls, pipeline_id, changes=changes, updated_by=updated_by)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineDeleted(Event):
@@ -264,6 +330,11 @@ class PipelineDeleted(Event):
 
     CATEGORY = EventCategory.PIPELINE_LIFECYCLE
     deleted_by: str | None = None
+
+    @classmethod
+    @_seed_factory
+    def new(cls, pipeline_id: uuid.UUID, deleted_by: str | None = None) -> Self:
+        return _create(cls, pipeline_id, deleted_by=deleted_by)
 
 
 # --- Processing lifecycle -----------------------------------------------------------------
@@ -280,6 +351,27 @@ class ProcessingStarted(Event):
     file_size: int
     security_context: SecurityContext
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        input_path: str,
+        output_path: str,
+        file_size: int,
+        security_context: SecurityContext,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            input_path=input_path,
+            output_path=output_path,
+            file_size=file_size,
+            security_context=security_context,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessingCompleted(Event):
@@ -289,6 +381,19 @@ class ProcessingCompleted(Event):
     processing_id: uuid.UUID
     metrics: ProcessingMetrics
     output_size: int
+
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        metrics: ProcessingMetrics,
+        output_size: int,
+    ) -> Self:
+        return _create(
+            cls, pipeline_id, processing_id=processing_id, metrics=metrics, output_size=output_size
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,6 +407,27 @@ class ProcessingFailed(Event):
     stage_name: str | None = None
     partial_metrics: ProcessingMetrics | None = None
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        error_message: str,
+        error_code: str,
+        stage_name: str | None = None,
+        partial_metrics: ProcessingMetrics | None = None,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            error_message=error_message,
+            error_code=error_code,
+            stage_name=stage_name,
+            partial_metrics=partial_metrics,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessingPaused(Event):
@@ -312,6 +438,23 @@ class ProcessingPaused(Event):
     reason: str
     checkpoint_data: bytes | None = None
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        reason: str,
+        checkpoint_data: bytes | None = None,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            reason=reason,
+            checkpoint_data=checkpoint_data,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProcessingResumed(Event):
@@ -320,6 +463,18 @@ class ProcessingResumed(Event):
     CATEGORY = EventCategory.PROCESSING
     processing_id: uuid.UUID
     resumed_from_checkpoint: bool
+
+    @classmethod
+    @_seed_factory
+    def new(
+        cls, pipeline_id: uuid.UUID, processing_id: uuid.UUID, resumed_from_checkpoint: bool
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            resumed_from_checkpoint=resumed_from_checkpoint,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +485,19 @@ class ProcessingCancelled(Event):
     processing_id: uuid.UUID
     reason: str
     cancelled_by: str | None = None
+
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        reason: str,
+        cancelled_by: str | None = None,
+    ) -> Self:
+        return _create(
+            cls, pipeline_id, processing_id=processing_id, reason=reason, cancelled_by=cancelled_by
+        )
 
 
 # --- Stages -------------------------------------------------------------------------------
@@ -345,6 +513,25 @@ class StageStarted(Event):
     stage_name: str
     stage_type: str
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        stage_id: uuid.UUID,
+        stage_name: str,
+        stage_type: str,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            stage_id=stage_id,
+            stage_name=stage_name,
+            stage_type=stage_type,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageCompleted(Event):
@@ -357,6 +544,27 @@ class StageCompleted(Event):
     processing_time_ms: int
     bytes_processed: int
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        stage_id: uuid.UUID,
+        stage_name: str,
+        processing_time_ms: int,
+        bytes_processed: int,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            stage_id=stage_id,
+            stage_name=stage_name,
+            processing_time_ms=processing_time_ms,
+            bytes_processed=bytes_processed,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StageFailed(Event):
@@ -368,6 +576,27 @@ class StageFailed(Event):
     stage_name: str
     error_message: str
     error_code: str
+
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        stage_id: uuid.UUID,
+        stage_name: str,
+        error_message: str,
+        error_code: str,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            stage_id=stage_id,
+            stage_name=stage_name,
+            error_message=error_message,
+            error_code=error_code,
+        )
 
 
 # --- Operational --------------------------------------------------------------------------
@@ -385,6 +614,29 @@ class ChunkProcessed(Event):
     stage_name: str
     processing_time_ms: int
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        chunk_id: uuid.UUID,
+        chunk_sequence: int,
+        chunk_size: int,
+        stage_name: str,
+        processing_time_ms: int,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            chunk_id=chunk_id,
+            chunk_sequence=chunk_sequence,
+            chunk_size=chunk_size,
+            stage_name=stage_name,
+            processing_time_ms=processing_time_ms,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MetricsUpdated(Event):
@@ -393,6 +645,13 @@ class MetricsUpdated(Event):
     CATEGORY = EventCategory.OPERATIONAL
     processing_id: uuid.UUID
     metrics: ProcessingMetrics
+
+    @classmethod
+    @_seed_factory
+    def new(
+        cls, pipeline_id: uuid.UUID, processing_id: uuid.UUID, metrics: ProcessingMetrics
+    ) -> Self:
+        return _create(cls, pipeline_id, processing_id=processing_id, metrics=metrics)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -407,6 +666,29 @@ class SecurityViolation(Event):
     user_id: str | None = None
     source_ip: str | None = None
 
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        violation_type: str,
+        description: str,
+        severity: SecurityViolationSeverity,
+        processing_id: uuid.UUID | None = None,
+        user_id: str | None = None,
+        source_ip: str | None = None,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            violation_type=violation_type,
+            description=description,
+            severity=severity,
+            processing_id=processing_id,
+            user_id=user_id,
+            source_ip=source_ip,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResourceExhausted(Event):
@@ -418,6 +700,27 @@ class ResourceExhausted(Event):
     current_usage: int
     limit: int
     action_taken: str
+
+    @classmethod
+    @_seed_factory
+    def new(
+        cls,
+        pipeline_id: uuid.UUID,
+        processing_id: uuid.UUID,
+        resource_type: str,
+        current_usage: int,
+        limit: int,
+        action_taken: str,
+    ) -> Self:
+        return _create(
+            cls,
+            pipeline_id,
+            processing_id=processing_id,
+            resource_type=resource_type,
+            current_usage=current_usage,
+            limit=limit,
+            action_taken=action_taken,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,7 +20,7 @@ from pipeline_events.store import (
     StoreClosedError,
     WrongExpectedRevisionError,
 )
-from pipeline_events.store.base import ProposedEvent
+from pipeline_events.store.base import MAX_POSITION, ProposedEvent, framed_size
 
 
 def chunk(
@@ -251,6 +251,52 @@ class EventStoreContract:
         assert ([e.global_position for e in sparse.events], sparse.scanned_to) == ([1], 10)
         empty = await store.read_all(after_position=10)
         assert (empty.events, empty.scanned_to) == ([], 10)
+
+    async def test_pages_are_bounded_by_bytes_and_never_empty(self, store: EventStore) -> None:
+        a, b = uuid.uuid4(), uuid.uuid4()
+        big = []
+        for n in range(6):  # records of about 10 KB, mixed with small ones of another pipeline
+            envelope = chunk(a, n=n)
+            envelope.metadata["pad"] = "x" * 10_000
+            big += [envelope, created(b) if n == 0 else chunk(b, n=n)]
+        await store.append(big)
+        sizes = [framed_size(e.ByteSize()) for e in (await store.read_all()).events]
+        exact = await store.read_all(max_bytes=sum(sizes[:3]))  # exactly three records
+        assert ([e.global_position for e in exact.events], exact.scanned_to) == ([1, 2, 3], 3)
+        short = await store.read_all(max_bytes=sum(sizes[:3]) - 1)
+        assert ([e.global_position for e in short.events], short.scanned_to) == ([1, 2], 2)
+        rest = await store.read_all(after_position=2, max_bytes=sum(sizes[2:]))
+        assert ([e.global_position for e in rest.events], rest.scanned_to) == ([*range(3, 13)], 12)
+        # One record over the budget is still a page of one: a page is never empty.
+        one = await store.read_all(max_bytes=1)
+        assert ([e.global_position for e in one.events], one.scanned_to) == ([1], 1)
+        only_b = EventFilter.of(aggregate_ids=[str(b)])
+        sparse = await store.read_all(filter=only_b, max_bytes=1)
+        assert [e.global_position for e in sparse.events] == [2]
+        assert 2 <= sparse.scanned_to < 4  # resumes before the next match
+        history = await store.read_aggregate(str(a), max_bytes=sizes[0] + sizes[2])
+        assert [e.revision for e in history] == [1, 2]
+        back = await store.read_aggregate(str(a), backwards=True, max_bytes=sizes[10] + 1)
+        assert [e.revision for e in back] == [6]
+        assert len(await store.read_aggregate(str(a), max_bytes=10**9)) == 6
+        assert [e.revision for e in await store.read_aggregate(str(a), max_bytes=1)] == [1]
+
+    async def test_positions_beyond_what_a_store_holds_read_as_empty(
+        self, store: EventStore
+    ) -> None:
+        a = uuid.uuid4()
+        await store.append([chunk(a), chunk(a)])
+        for value in (1 << 63, (1 << 64) - 1, MAX_POSITION):
+            assert (await store.read_all(after_position=value)).events == []
+            filtered = await store.read_all(
+                after_position=value, filter=EventFilter.of(aggregate_ids=[str(a)])
+            )
+            assert filtered.events == []
+            assert await store.read_aggregate(str(a), from_revision=value) == []
+            backwards = await store.read_aggregate(str(a), from_revision=value, backwards=True)
+            assert [e.revision for e in backwards] == [2, 1]
+        with pytest.raises(WrongExpectedRevisionError):
+            await store.append([chunk(a)], {str(a): (1 << 64) - 1})
 
     async def test_readers_never_see_a_gap_while_writers_append(self, store: EventStore) -> None:
         done = asyncio.Event()

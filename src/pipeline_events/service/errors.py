@@ -39,7 +39,8 @@ class RpcError(Exception):
         return rpc_status.to_status(self.status)
 
 
-def _status(code: int, message: str, *details: object) -> status_pb2.Status:
+def details_status(code: int, message: str, *details: object) -> status_pb2.Status:
+    """A google.rpc.Status with each detail message packed into an Any."""
     packed = []
     for detail in details:
         holder = any_pb2.Any()
@@ -58,13 +59,15 @@ def bad_request(violations: list[tuple[str, str]]) -> RpcError:
     )
     first = violations[0]
     more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
-    return RpcError(_status(code_pb2.INVALID_ARGUMENT, f"{first[0]}: {first[1]}{more}", detail))
+    return RpcError(
+        details_status(code_pb2.INVALID_ARGUMENT, f"{first[0]}: {first[1]}{more}", detail)
+    )
 
 
 def error_info(code: int, message: str, reason: str, **metadata: str) -> RpcError:
     """A status carrying an ErrorInfo with this service's domain."""
     info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata)
-    return RpcError(_status(code, message, info))
+    return RpcError(details_status(code, message, info))
 
 
 def from_store_error(error: StoreError) -> RpcError:
@@ -89,10 +92,10 @@ def from_store_error(error: StoreError) -> RpcError:
     if isinstance(error, InvalidEventError):
         return bad_request([("events", str(error))])
     if isinstance(error, StoreClosedError):
-        return RpcError(_status(code_pb2.UNAVAILABLE, "the server is shutting down"))
-    return RpcError(_status(code_pb2.INTERNAL, f"store error: {error}"))
+        return RpcError(details_status(code_pb2.UNAVAILABLE, "the server is shutting down"))
+    return RpcError(details_status(code_pb2.INTERNAL, f"store error: {error}"))
 
 
 def status(code: int, message: str) -> RpcError:
     """A plain status without details."""
-    return RpcError(_status(code, message))
+    return RpcError(details_status(code, message))

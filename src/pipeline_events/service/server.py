@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeline_events.service.errors import RpcError, from_store_error, status
+from pipeline_events.service.interceptors import CallLimit, DecodeGuard, Undecodable
 from pipeline_events.service.validation import validate, validate_publish
 from pipeline_events.store import (
     EventFilter,
@@ -26,7 +27,21 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 DEFAULT_PAGE = 1000  # ReadAggregate page size when the request says 0
 DEFAULT_BATCH = 500  # events per subscription message when the request says 0
 DEFAULT_CHECKPOINT_INTERVAL = 1000  # positions skipped by a filter between Checkpoints
+
+# The limits that make "accepted" mean "readable" (README "Limits"):
+#: Largest request and response message (a Publish of many events).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Largest envelope accepted, serialized: KurrentDB's and JetStream's 1 MiB default.
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+#: Room a response needs besides one event's envelope (record and response framing).
+EVENT_HEADROOM_BYTES = 64 * 1024
+#: Records per ReadAggregate/Subscribe response, by size (a page holds at least one
+#: event). With the default event limit, every response fits the 4 MiB a default
+#: gRPC client of any language accepts.
+PAGE_BYTES = 3 * 1024 * 1024
+#: Unary calls and streams in flight at once; more are refused RESOURCE_EXHAUSTED.
+DEFAULT_MAX_CALLS = 512
+DEFAULT_MAX_STREAMS = 2048
 KEEPALIVE_OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),  # ping idle connections every 30 s
     ("grpc.keepalive_timeout_ms", 10_000),
@@ -58,8 +73,17 @@ def publish_error(error: RpcError) -> service_pb2.PublishError:
 class EventService(service_pb2_grpc.EventServiceServicer):
     """Implements every RPC of the contract's EventService over one store."""
 
-    def __init__(self, store: EventStore, *, idle_wake_seconds: float = 5.0):
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        idle_wake_seconds: float = 5.0,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        page_bytes: int = PAGE_BYTES,
+    ):
         self.store = store
+        self.max_event_bytes = max_event_bytes
+        self.page_bytes = page_bytes
         self._stopping = asyncio.Event()
         self._idle_wake_seconds = idle_wake_seconds
 
@@ -70,7 +94,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
     async def _publish(
         self, request: service_pb2.PublishRequest | service_pb2.PublishStreamRequest
     ) -> service_pb2.PublishResponse:
-        validate_publish(request)
+        validate_publish(request, self.max_event_bytes)
         expected = {check.aggregate_id: _expected(check) for check in request.expected_revisions}
         try:
             result = await self.store.append(request.events, expected)
@@ -92,6 +116,10 @@ class EventService(service_pb2_grpc.EventServiceServicer):
 
     async def PublishStream(self, request_iterator, context):
         async for request in request_iterator:
+            if isinstance(request, Undecodable):  # answered like a rejected batch; goes on
+                error = publish_error(request.rpc_error())
+                yield service_pb2.PublishStreamResponse(batch_id=0, error=error)
+                continue
             try:
                 published = await self._publish(request)
             except RpcError as error:
@@ -106,23 +134,33 @@ class EventService(service_pb2_grpc.EventServiceServicer):
     async def ReadAggregate(self, request, context):
         try:
             validate(request)
-            limit = request.limit or DEFAULT_PAGE
             events = await self.store.read_aggregate(
                 request.aggregate_id,
                 from_revision=request.from_revision,
                 backwards=request.backwards,
-                limit=limit + 1,
+                limit=request.limit or DEFAULT_PAGE,
+                max_bytes=self.page_bytes,
             )
+            # Read after the page, so it is at least the page's last revision.
             latest = await self.store.read_aggregate(request.aggregate_id, backwards=True, limit=1)
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
         except StoreError as error:
             await context.abort_with_status(from_store_error(error).grpc_status())
+        last_revision = latest[0].revision if latest else 0
+        # Revisions are contiguous from 1, so where the next page starts follows from
+        # the page's last event, whether its count or its bytes ended it.
+        next_revision = 0
+        if events:
+            end = events[-1].revision
+            if request.backwards and end > 1:
+                next_revision = end - 1
+            elif not request.backwards and end < last_revision:
+                next_revision = end + 1
         response = service_pb2.ReadAggregateResponse(
-            next_revision=events[limit].revision if len(events) > limit else 0,
-            last_revision=latest[0].revision if latest else 0,
+            next_revision=next_revision, last_revision=last_revision
         )
-        response.events.extend(events[:limit])
+        response.events.extend(events)
         return response
 
     async def Subscribe(self, request, context):
@@ -167,7 +205,10 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         live = False
         while not self._stopping.is_set():
             page = await self.store.read_all(
-                after_position=position, filter=event_filter, limit=batch_size
+                after_position=position,
+                filter=event_filter,
+                limit=batch_size,
+                max_bytes=self.page_bytes,
             )
             if page.events:
                 response = service_pb2.SubscribeResponse()
@@ -242,17 +283,40 @@ async def start_server(
     *,
     listen: str = "127.0.0.1:0",
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    max_calls: int = DEFAULT_MAX_CALLS,
+    max_streams: int = DEFAULT_MAX_STREAMS,
     credentials: grpc.ServerCredentials | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server hosting the EventService, health and reflection."""
+    """Build, bind and start a server hosting the EventService, health and reflection.
+
+    Raises:
+        ValueError: a limit that would let the server accept what it cannot send back.
+        OSError: the address cannot be listened on (in use, or not this host's).
+    """
+    if not 0 < max_event_bytes <= max_message_bytes - EVENT_HEADROOM_BYTES:
+        raise ValueError(
+            f"the largest event must be between 1 and {max_message_bytes - EVENT_HEADROOM_BYTES:,}"
+            f" bytes ({EVENT_HEADROOM_BYTES // 1024} KiB under the message limit), not"
+            f" {max_event_bytes:,}"
+        )
     server = grpc.aio.server(
+        interceptors=[
+            CallLimit(max_calls, max_streams),
+            DecodeGuard(tolerant_streams=[f"/{SERVICE_NAME}/PublishStream"]),
+        ],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),
+            # One server per port: without this, a second server binds the same port
+            # silently and clients are split between two stores.
+            ("grpc.so_reuseport", 0),
             *KEEPALIVE_OPTIONS,
-        ]
+        ],
     )
-    service = EventService(store)
+    service = EventService(
+        store, max_event_bytes=max_event_bytes, page_bytes=min(PAGE_BYTES, max_message_bytes // 2)
+    )
     service_pb2_grpc.add_EventServiceServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -264,12 +328,17 @@ async def start_server(
         ),
         server,
     )
-    if credentials is None:
-        port = server.add_insecure_port(listen)
-    else:
-        port = server.add_secure_port(listen, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, credentials)
+    except RuntimeError as error:  # grpc says "Failed to bind to address ..."
+        raise OSError(
+            f"cannot listen on {listen}: the address is in use or not available"
+        ) from error
     if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+        raise OSError(f"cannot listen on {listen}: the address is in use or not available")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

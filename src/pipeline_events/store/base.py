@@ -24,6 +24,11 @@ _PAYLOAD_CASES = {
     f.name: f.number - 100 for f in EventEnvelope.DESCRIPTOR.oneofs_by_name["payload"].fields
 }
 
+#: The largest position or revision a store can hold (SQLite's INTEGER is a signed 64-bit
+#: integer). Requests may carry any uint64: larger values are clamped to this, so a read
+#: from beyond the head is simply empty.
+MAX_POSITION = (1 << 63) - 1
+
 # EventCategory value -> the EventType values in it (the seed's grouping).
 CATEGORY_TYPES: dict[int, frozenset[int]] = {
     1: frozenset({1, 2, 3}),
@@ -120,6 +125,16 @@ def _varint(value: int) -> bytes:
 # Varints of 0..16383 (one or two bytes), looked up: lengths and revisions are almost always here.
 _TABLED = 1 << 14
 _VARINTS = [bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7]) for n in range(_TABLED)]
+
+
+def clamp_position(value: int) -> int:
+    """A position or revision from a request (any uint64), within what a store can hold."""
+    return value if value <= MAX_POSITION else MAX_POSITION
+
+
+def framed_size(recorded_size: int) -> int:
+    """Bytes of a RecordedEvent of this size framed as an EventBatch entry (a record)."""
+    return 1 + len(_varint(recorded_size)) + recorded_size
 
 
 def recorded_at_field(recorded_at_ns: int) -> bytes:
@@ -477,9 +492,15 @@ class EventStore(abc.ABC):
         from_revision: int = 0,
         backwards: bool = False,
         limit: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[RecordedEvent]:
         """One aggregate's events from `from_revision` (inclusive; 0: the first forwards,
-        the latest backwards) in the chosen direction."""
+        the latest backwards) in the chosen direction.
+
+        `max_bytes` bounds the page by the size of its records (each event framed as
+        an EventBatch entry, exactly as a response carries it); the first event is
+        always returned, whatever its size, so a page is never empty while events remain.
+        """
 
     @abc.abstractmethod
     async def read_all(
@@ -488,8 +509,12 @@ class EventStore(abc.ABC):
         after_position: int = 0,
         filter: EventFilter | None = None,
         limit: int = 1000,
+        max_bytes: int | None = None,
     ) -> ReadResult:
-        """Events with a global position greater than `after_position` that pass the filter."""
+        """Events with a global position greater than `after_position` that pass the filter.
+
+        `max_bytes` bounds the page as in `read_aggregate` (at least one event).
+        """
 
     @abc.abstractmethod
     async def head_position(self) -> int:

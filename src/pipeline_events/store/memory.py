@@ -20,6 +20,8 @@ from pipeline_events.store.base import (
     RecordedEvent,
     StoreClosedError,
     canonical_uuid,
+    clamp_position,
+    framed_size,
     normalise_expected,
     plan_append,
     proposed,
@@ -32,6 +34,7 @@ class MemoryEventStore(EventStore):
     def __init__(self) -> None:
         self._log: list[RecordedEvent] = []  # index = global position - 1
         self._indexed: list[ProposedEvent] = []  # what filters look at, beside _log
+        self._sizes: dict[int, int] = {}  # global position -> record bytes (see base.framed_size)
         self._by_id: dict[str, tuple[bytes, Position]] = {}  # event id -> (bytes, position)
         self._by_aggregate: dict[str, list[RecordedEvent]] = {}
         self._signal = HeadSignal()
@@ -62,6 +65,7 @@ class MemoryEventStore(EventStore):
             )
             recorded.envelope.MergeFromString(event.data)
             self._log.append(recorded)
+            self._sizes[position.global_position] = framed_size(recorded.ByteSize())
             self._indexed.append(event)
             self._by_id[event.event_id] = (event.data, position)
             self._by_aggregate.setdefault(event.aggregate_id, []).append(recorded)
@@ -78,15 +82,29 @@ class MemoryEventStore(EventStore):
         from_revision: int = 0,
         backwards: bool = False,
         limit: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[RecordedEvent]:
         self._check_open()
         events = self._by_aggregate.get(canonical_uuid(aggregate_id, "aggregate_id"), [])
+        from_revision = clamp_position(from_revision)
         if backwards:
             end = len(events) if from_revision == 0 else min(from_revision, len(events))
             selected = events[:end][::-1]
         else:
             selected = events[max(from_revision, 1) - 1 :]
-        return selected[:limit] if limit is not None else list(selected)
+        selected = selected[:limit] if limit is not None else list(selected)
+        return self._within(selected, max_bytes)
+
+    def _within(self, events: list[RecordedEvent], max_bytes: int | None) -> list[RecordedEvent]:
+        """The longest prefix of `events` within `max_bytes` of records, at least one event."""
+        if max_bytes is None:
+            return events
+        total = 0
+        for count, recorded in enumerate(events):
+            total += self._sizes[recorded.global_position]
+            if total > max_bytes and count > 0:
+                return events[:count]
+        return events
 
     async def read_all(
         self,
@@ -94,19 +112,26 @@ class MemoryEventStore(EventStore):
         after_position: int = 0,
         filter: EventFilter | None = None,
         limit: int = 1000,
+        max_bytes: int | None = None,
     ) -> ReadResult:
         self._check_open()
         head = len(self._log)
+        after_position = clamp_position(after_position)
         events: list[RecordedEvent] = []
         position = after_position
+        budget = max_bytes
         for recorded, indexed in zip(
             self._log[after_position:], self._indexed[after_position:], strict=True
         ):
-            position = recorded.global_position
             if filter is None or filter.matches(indexed):
+                if budget is not None:
+                    budget -= self._sizes[recorded.global_position]
+                    if budget < 0 and events:  # full: resume at this event
+                        return ReadResult(events, position, head)
                 events.append(recorded)
                 if len(events) == limit:
-                    return ReadResult(events, position, head)
+                    return ReadResult(events, recorded.global_position, head)
+            position = recorded.global_position
         return ReadResult(events, max(head, after_position), head)
 
     async def head_position(self) -> int:

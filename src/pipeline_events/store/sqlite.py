@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pipeline_events.store.base import (
+    MAX_POSITION,
     AppendResult,
     EventEnvelope,
     EventFilter,
@@ -65,6 +66,7 @@ from pipeline_events.store.base import (
     RecordedEvent,
     StoreClosedError,
     StoreError,
+    clamp_position,
     encode_record,
     normalise_expected,
     parse_records,
@@ -205,6 +207,29 @@ def _multi_row_sql(head: str, width: int, rows: int) -> str:
 
 
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"  # the last global position
+
+
+@functools.lru_cache(maxsize=64)
+def _page(where: str, order: str, max_bytes: int | None) -> str:
+    """SQL for one page of events (`WHERE where ORDER BY order LIMIT ?`), concatenated in SQL.
+
+    Returns (records, rows considered). The LIMIT also keeps SQLite from flattening
+    the subquery, so group_concat sees the rows in its ORDER BY order. With
+    `max_bytes`, a running total of record lengths (`length()` of a blob reads its
+    header, not the blob) keeps the records up to the budget, and always the first
+    one; rows considered then tells a page cut by bytes from a short one.
+    """
+    if max_bytes is None:
+        rows = f"SELECT record FROM events WHERE {where} ORDER BY {order} LIMIT ?"
+        return f"SELECT group_concat(record, ''), count(*) FROM ({rows})"
+    rows = (
+        f"SELECT record, sum(length(record)) OVER (ORDER BY {order} ROWS UNBOUNDED PRECEDING)"
+        f" AS total FROM events WHERE {where} ORDER BY {order} LIMIT ?"
+    )
+    return (
+        f"SELECT group_concat(CASE WHEN total <= {int(max_bytes)} OR total = length(record)"
+        f" THEN record END, ''), count(*) FROM ({rows})"
+    )
 
 
 def _connect(path: str, durability: Durability) -> sqlite3.Connection:
@@ -663,9 +688,20 @@ class SQLiteEventStore(EventStore):
         from_revision: int = 0,
         backwards: bool = False,
         limit: int | None = None,
+        max_bytes: int | None = None,
     ) -> list[RecordedEvent]:
         self._check_open()
         blob = uuid_parts(aggregate_id, "aggregate_id")[1]
+        from_revision = clamp_position(from_revision)
+        if max_bytes is not None:  # a bounded page (the server's): one query
+            if limit is not None and limit <= _INLINE_READ:
+                return list(self._read_aggregate(blob, from_revision, backwards, limit, max_bytes))
+            return list(
+                await self._read(
+                    self._read_aggregate, blob, from_revision, backwards,
+                    -1 if limit is None else limit, max_bytes,
+                )
+            )  # fmt: skip
         # The first _INLINE_READ events here (most aggregates are shorter); the rest on the pool.
         first = _INLINE_READ if limit is None else min(limit, _INLINE_READ)
         events = list(self._read_aggregate(blob, from_revision, backwards, first))
@@ -680,26 +716,20 @@ class SQLiteEventStore(EventStore):
         return events + list(rest)
 
     def _read_aggregate(
-        self, blob: bytes, from_revision: int, backwards: bool, limit: int
+        self,
+        blob: bytes,
+        from_revision: int,
+        backwards: bool,
+        limit: int,
+        max_bytes: int | None = None,
     ) -> Sequence[RecordedEvent]:
         if backwards:
-            bound = from_revision or (1 << 62)
-            sql = "revision <= ? ORDER BY revision DESC"
+            bound, where, order = from_revision or MAX_POSITION, "revision <= ?", "revision DESC"
         else:
-            bound = from_revision
-            sql = "revision >= ? ORDER BY revision"
-        # The LIMIT also keeps SQLite from flattening the subquery, so group_concat
-        # sees the rows in its ORDER BY order.
-        (blob_out,) = (
-            self._reader()
-            .execute(
-                "SELECT group_concat(record, '') FROM"
-                f" (SELECT record FROM events WHERE aggregate_id = ? AND {sql} LIMIT ?)",
-                (blob, bound, limit),
-            )
-            .fetchone()
-        )
-        return parse_records(blob_out)
+            bound, where, order = from_revision, "revision >= ?", "revision"
+        sql = _page(f"aggregate_id = ? AND {where}", order, max_bytes)
+        (records, _) = self._reader().execute(sql, (blob, bound, limit)).fetchone()
+        return parse_records(records)
 
     async def read_all(
         self,
@@ -707,14 +737,18 @@ class SQLiteEventStore(EventStore):
         after_position: int = 0,
         filter: EventFilter | None = None,
         limit: int = 1000,
+        max_bytes: int | None = None,
     ) -> ReadResult:
+        after_position = clamp_position(after_position)
         if limit <= _INLINE_READ and (filter is None or filter.is_empty):
             # A short page read on the caller's thread; a filter may scan a whole window.
             self._check_open()
-            return self._read_all(after_position, filter, limit)
-        return await self._read(self._read_all, after_position, filter, limit)
+            return self._read_all(after_position, filter, limit, max_bytes)
+        return await self._read(self._read_all, after_position, filter, limit, max_bytes)
 
-    def _read_all(self, after: int, filter: EventFilter | None, limit: int) -> ReadResult:
+    def _read_all(
+        self, after: int, filter: EventFilter | None, limit: int, max_bytes: int | None
+    ) -> ReadResult:
         connection = self._reader()
         # The head first, then rows up to it: every position up to a committed head
         # is committed, so the page and the head agree without a read transaction.
@@ -735,13 +769,12 @@ class SQLiteEventStore(EventStore):
                     args.extend(uuid_parts(i, column)[1] for i in sorted(ids))
         else:
             end = head
-        (blob,) = connection.execute(
-            "SELECT group_concat(record, '') FROM"
-            f" (SELECT record FROM events WHERE {' AND '.join(where)} ORDER BY position LIMIT ?)",
-            [*args, limit],
-        ).fetchone()
+        sql = _page(" AND ".join(where), "position", max_bytes)
+        blob, rows = connection.execute(sql, [*args, limit]).fetchone()
         events = parse_records(blob)
-        scanned_to = events[-1].global_position if len(events) == limit else max(end, after)
+        # A page cut short by its limit or its bytes resumes after its last event.
+        full = len(events) == limit or len(events) < rows
+        scanned_to = events[-1].global_position if full else max(end, after)
         return ReadResult(events, scanned_to, head)
 
     async def head_position(self) -> int:

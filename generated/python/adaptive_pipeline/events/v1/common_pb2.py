@@ -26,7 +26,7 @@ from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(adaptive_pipeline/events/v1/common.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\nPermission\x12O\n\x08standard\x18\x01 \x01(\x0e\x32/.adaptive_pipeline.events.v1.StandardPermissionB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x00\x12\x1a\n\x06\x63ustom\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\xb6\x04\n\x0fSecurityContext\x12\x1e\n\x07user_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x00\x88\x01\x01\x12\x1c\n\nsession_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12G\n\x0bpermissions\x18\x03 \x03(\x0b\x32\'.adaptive_pipeline.events.v1.PermissionB\t\xbaH\x06\x92\x01\x03\x10\x80\x02\x12(\n\x11\x65ncryption_key_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x01\x88\x01\x01\x12\x1a\n\x12integrity_required\x18\x05 \x01(\x08\x12\x15\n\raudit_enabled\x18\x06 \x01(\x08\x12N\n\x0esecurity_level\x18\x07 \x01(\x0e\x32*.adaptive_pipeline.events.v1.SecurityLevelB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x64\n\x08metadata\x18\x08 \x03(\x0b\x32:.adaptive_pipeline.events.v1.SecurityContext.MetadataEntryB\x16\xbaH\x13\x9a\x01\x10\x10@\"\x05r\x03\x18\x80\x02*\x05r\x03\x18\x80 \x12\x36\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\xbaH\x03\xc8\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_user_idB\x14\n\x12_encryption_key_id\"<\n\x10UnsignedDuration\x12\x0c\n\x04secs\x18\x01 \x01(\x04\x12\x1a\n\x05nanos\x18\x02 \x01(\rB\x0b\xbaH\x08*\x06\x10\x80\x94\xeb\xdc\x03\"\xa6\x02\n\x0cStageMetrics\x12\x1c\n\nstage_name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x17\n\x0f\x62ytes_processed\x18\x02 \x01(\x04\x12N\n\x0fprocessing_time\x18\x03 \x01(\x0b\x32-.adaptive_pipeline.events.v1.UnsignedDurationB\x06\xbaH\x03\xc8\x01\x01\x12\x12\n\nthroughput\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\x04\x12\x14\n\x0csuccess_rate\x18\x06 \x01(\x01\x12\x19\n\x0cmemory_usage\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tcpu_usage\x18\x08 \x01(\x01H\x01\x88\x01\x01\x42\x0f\n\r_memory_usageB\x0c\n\n_cpu_usage\"\xd6\x06\n\x11ProcessingMetrics\x12\x17\n\x0f\x62ytes_processed\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x18\n\x10\x63hunks_processed\x18\x03 \x01(\x04\x12\x14\n\x0c\x63hunks_total\x18\x04 \x01(\x04\x12(\n\x12start_time_rfc3339\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@H\x00\x88\x01\x01\x12&\n\x10\x65nd_time_rfc3339\x18\x06 \x01(\tB\x07\xbaH\x04r\x02\x18@H\x01\x88\x01\x01\x12J\n\x13processing_duration\x18\x07 \x01(\x0b\x32-.adaptive_pipeline.events.v1.UnsignedDuration\x12#\n\x1bthroughput_bytes_per_second\x18\x08 \x01(\x01\x12\x1e\n\x11\x63ompression_ratio\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x0b\x65rror_count\x18\n \x01(\x04\x12\x15\n\rwarning_count\x18\x0b \x01(\x04\x12\x1d\n\x15input_file_size_bytes\x18\x0c \x01(\x04\x12\x1e\n\x16output_file_size_bytes\x18\r \x01(\x04\x12*\n\x13input_file_checksum\x18\x0e \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x03\x88\x01\x01\x12+\n\x14output_file_checksum\x18\x0f \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x04\x88\x01\x01\x12i\n\rstage_metrics\x18\x10 \x03(\x0b\x32@.adaptive_pipeline.events.v1.ProcessingMetrics.StageMetricsEntryB\x10\xbaH\r\x9a\x01\n\x10\x80\x08\"\x05r\x03\x18\x80\x02\x1a^\n\x11StageMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x38\n\x05value\x18\x02 \x01(\x0b\x32).adaptive_pipeline.events.v1.StageMetrics:\x02\x38\x01\x42\x15\n\x13_start_time_rfc3339B\x13\n\x11_end_time_rfc3339B\x14\n\x12_compression_ratioB\x16\n\x14_input_file_checksumB\x17\n\x15_output_file_checksum*\xdd\x01\n\rSecurityLevel\x12\x1e\n\x1aSECURITY_LEVEL_UNSPECIFIED\x10\x00\x12\x19\n\x15SECURITY_LEVEL_PUBLIC\x10\x01\x12\x1b\n\x17SECURITY_LEVEL_INTERNAL\x10\x02\x12\x19\n\x15SECURITY_LEVEL_MEDIUM\x10\x03\x12\x1f\n\x1bSECURITY_LEVEL_CONFIDENTIAL\x10\x04\x12\x19\n\x15SECURITY_LEVEL_SECRET\x10\x05\x12\x1d\n\x19SECURITY_LEVEL_TOP_SECRET\x10\x06*\xbe\x02\n\x12StandardPermission\x12#\n\x1fSTANDARD_PERMISSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18STANDARD_PERMISSION_READ\x10\x01\x12\x1d\n\x19STANDARD_PERMISSION_WRITE\x10\x02\x12\x1f\n\x1bSTANDARD_PERMISSION_EXECUTE\x10\x03\x12\x1d\n\x19STANDARD_PERMISSION_ADMIN\x10\x04\x12\x1f\n\x1bSTANDARD_PERMISSION_ENCRYPT\x10\x05\x12\x1f\n\x1bSTANDARD_PERMISSION_DECRYPT\x10\x06\x12 \n\x1cSTANDARD_PERMISSION_COMPRESS\x10\x07\x12\"\n\x1eSTANDARD_PERMISSION_DECOMPRESS\x10\x08*\xe5\x01\n\x19SecurityViolationSeverity\x12+\n\'SECURITY_VIOLATION_SEVERITY_UNSPECIFIED\x10\x00\x12#\n\x1fSECURITY_VIOLATION_SEVERITY_LOW\x10\x01\x12&\n\"SECURITY_VIOLATION_SEVERITY_MEDIUM\x10\x02\x12$\n SECURITY_VIOLATION_SEVERITY_HIGH\x10\x03\x12(\n$SECURITY_VIOLATION_SEVERITY_CRITICAL\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(adaptive_pipeline/events/v1/common.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x88\x01\n\nPermission\x12O\n\x08standard\x18\x01 \x01(\x0e\x32/.adaptive_pipeline.events.v1.StandardPermissionB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00H\x00\x12\x1a\n\x06\x63ustom\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x42\r\n\x04kind\x12\x05\xbaH\x02\x08\x01\"\xd6\x04\n\x0fSecurityContext\x12\x1e\n\x07user_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x12\x1c\n\nsession_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12G\n\x0bpermissions\x18\x03 \x03(\x0b\x32\'.adaptive_pipeline.events.v1.PermissionB\t\xbaH\x06\x92\x01\x03\x10\x80\x02\x12(\n\x11\x65ncryption_key_id\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x01\x88\x01\x01\x12\x1a\n\x12integrity_required\x18\x05 \x01(\x08\x12\x15\n\raudit_enabled\x18\x06 \x01(\x08\x12N\n\x0esecurity_level\x18\x07 \x01(\x0e\x32*.adaptive_pipeline.events.v1.SecurityLevelB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x65\n\x08metadata\x18\x08 \x03(\x0b\x32:.adaptive_pipeline.events.v1.SecurityContext.MetadataEntryB\x17\xbaH\x14\x9a\x01\x11\x10@\"\x05r\x03\x18\x80 *\x06r\x04\x18\x80\x80\x04\x12U\n\ncreated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB%\xbaH\"\xb2\x01\x1c\"\r\x08\xff\x82\xd1\xff\xaf\x07\x10\xff\x93\xeb\xdc\x03\x32\x0b\x08\x80\x92\xb8\xc3\x98\xfe\xff\xff\xff\x01\xc8\x01\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_user_idB\x14\n\x12_encryption_key_id\"<\n\x10UnsignedDuration\x12\x0c\n\x04secs\x18\x01 \x01(\x04\x12\x1a\n\x05nanos\x18\x02 \x01(\rB\x0b\xbaH\x08*\x06\x10\x80\x94\xeb\xdc\x03\"\xa6\x02\n\x0cStageMetrics\x12\x1c\n\nstage_name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x17\n\x0f\x62ytes_processed\x18\x02 \x01(\x04\x12N\n\x0fprocessing_time\x18\x03 \x01(\x0b\x32-.adaptive_pipeline.events.v1.UnsignedDurationB\x06\xbaH\x03\xc8\x01\x01\x12\x12\n\nthroughput\x18\x04 \x01(\x01\x12\x13\n\x0b\x65rror_count\x18\x05 \x01(\x04\x12\x14\n\x0csuccess_rate\x18\x06 \x01(\x01\x12\x19\n\x0cmemory_usage\x18\x07 \x01(\x04H\x00\x88\x01\x01\x12\x16\n\tcpu_usage\x18\x08 \x01(\x01H\x01\x88\x01\x01\x42\x0f\n\r_memory_usageB\x0c\n\n_cpu_usage\"\xd6\x06\n\x11ProcessingMetrics\x12\x17\n\x0f\x62ytes_processed\x18\x01 \x01(\x04\x12\x13\n\x0b\x62ytes_total\x18\x02 \x01(\x04\x12\x18\n\x10\x63hunks_processed\x18\x03 \x01(\x04\x12\x14\n\x0c\x63hunks_total\x18\x04 \x01(\x04\x12(\n\x12start_time_rfc3339\x18\x05 \x01(\tB\x07\xbaH\x04r\x02\x18@H\x00\x88\x01\x01\x12&\n\x10\x65nd_time_rfc3339\x18\x06 \x01(\tB\x07\xbaH\x04r\x02\x18@H\x01\x88\x01\x01\x12J\n\x13processing_duration\x18\x07 \x01(\x0b\x32-.adaptive_pipeline.events.v1.UnsignedDuration\x12#\n\x1bthroughput_bytes_per_second\x18\x08 \x01(\x01\x12\x1e\n\x11\x63ompression_ratio\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x13\n\x0b\x65rror_count\x18\n \x01(\x04\x12\x15\n\rwarning_count\x18\x0b \x01(\x04\x12\x1d\n\x15input_file_size_bytes\x18\x0c \x01(\x04\x12\x1e\n\x16output_file_size_bytes\x18\r \x01(\x04\x12*\n\x13input_file_checksum\x18\x0e \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x03\x88\x01\x01\x12+\n\x14output_file_checksum\x18\x0f \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x04\x88\x01\x01\x12i\n\rstage_metrics\x18\x10 \x03(\x0b\x32@.adaptive_pipeline.events.v1.ProcessingMetrics.StageMetricsEntryB\x10\xbaH\r\x9a\x01\n\x10\x80\x08\"\x05r\x03\x18\x80 \x1a^\n\x11StageMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x38\n\x05value\x18\x02 \x01(\x0b\x32).adaptive_pipeline.events.v1.StageMetrics:\x02\x38\x01\x42\x15\n\x13_start_time_rfc3339B\x13\n\x11_end_time_rfc3339B\x14\n\x12_compression_ratioB\x16\n\x14_input_file_checksumB\x17\n\x15_output_file_checksum*\xdd\x01\n\rSecurityLevel\x12\x1e\n\x1aSECURITY_LEVEL_UNSPECIFIED\x10\x00\x12\x19\n\x15SECURITY_LEVEL_PUBLIC\x10\x01\x12\x1b\n\x17SECURITY_LEVEL_INTERNAL\x10\x02\x12\x19\n\x15SECURITY_LEVEL_MEDIUM\x10\x03\x12\x1f\n\x1bSECURITY_LEVEL_CONFIDENTIAL\x10\x04\x12\x19\n\x15SECURITY_LEVEL_SECRET\x10\x05\x12\x1d\n\x19SECURITY_LEVEL_TOP_SECRET\x10\x06*\xbe\x02\n\x12StandardPermission\x12#\n\x1fSTANDARD_PERMISSION_UNSPECIFIED\x10\x00\x12\x1c\n\x18STANDARD_PERMISSION_READ\x10\x01\x12\x1d\n\x19STANDARD_PERMISSION_WRITE\x10\x02\x12\x1f\n\x1bSTANDARD_PERMISSION_EXECUTE\x10\x03\x12\x1d\n\x19STANDARD_PERMISSION_ADMIN\x10\x04\x12\x1f\n\x1bSTANDARD_PERMISSION_ENCRYPT\x10\x05\x12\x1f\n\x1bSTANDARD_PERMISSION_DECRYPT\x10\x06\x12 \n\x1cSTANDARD_PERMISSION_COMPRESS\x10\x07\x12\"\n\x1eSTANDARD_PERMISSION_DECOMPRESS\x10\x08*\xe5\x01\n\x19SecurityViolationSeverity\x12+\n\'SECURITY_VIOLATION_SEVERITY_UNSPECIFIED\x10\x00\x12#\n\x1fSECURITY_VIOLATION_SEVERITY_LOW\x10\x01\x12&\n\"SECURITY_VIOLATION_SEVERITY_MEDIUM\x10\x02\x12$\n SECURITY_VIOLATION_SEVERITY_HIGH\x10\x03\x12(\n$SECURITY_VIOLATION_SEVERITY_CRITICAL\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,27 +38,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PERMISSION'].fields_by_name['standard']._loaded_options = None
   _globals['_PERMISSION'].fields_by_name['standard']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_PERMISSION'].fields_by_name['custom']._loaded_options = None
-  _globals['_PERMISSION'].fields_by_name['custom']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PERMISSION'].fields_by_name['custom']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_SECURITYCONTEXT_METADATAENTRY']._loaded_options = None
   _globals['_SECURITYCONTEXT_METADATAENTRY']._serialized_options = b'8\001'
   _globals['_SECURITYCONTEXT'].fields_by_name['user_id']._loaded_options = None
-  _globals['_SECURITYCONTEXT'].fields_by_name['user_id']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_SECURITYCONTEXT'].fields_by_name['user_id']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_SECURITYCONTEXT'].fields_by_name['session_id']._loaded_options = None
   _globals['_SECURITYCONTEXT'].fields_by_name['session_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_SECURITYCONTEXT'].fields_by_name['permissions']._loaded_options = None
   _globals['_SECURITYCONTEXT'].fields_by_name['permissions']._serialized_options = b'\272H\006\222\001\003\020\200\002'
   _globals['_SECURITYCONTEXT'].fields_by_name['encryption_key_id']._loaded_options = None
-  _globals['_SECURITYCONTEXT'].fields_by_name['encryption_key_id']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_SECURITYCONTEXT'].fields_by_name['encryption_key_id']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_SECURITYCONTEXT'].fields_by_name['security_level']._loaded_options = None
   _globals['_SECURITYCONTEXT'].fields_by_name['security_level']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_SECURITYCONTEXT'].fields_by_name['metadata']._loaded_options = None
-  _globals['_SECURITYCONTEXT'].fields_by_name['metadata']._serialized_options = b'\272H\023\232\001\020\020@\"\005r\003\030\200\002*\005r\003\030\200 '
+  _globals['_SECURITYCONTEXT'].fields_by_name['metadata']._serialized_options = b'\272H\024\232\001\021\020@\"\005r\003\030\200 *\006r\004\030\200\200\004'
   _globals['_SECURITYCONTEXT'].fields_by_name['created_at']._loaded_options = None
-  _globals['_SECURITYCONTEXT'].fields_by_name['created_at']._serialized_options = b'\272H\003\310\001\001'
+  _globals['_SECURITYCONTEXT'].fields_by_name['created_at']._serialized_options = b'\272H\"\262\001\034\"\r\010\377\202\321\377\257\007\020\377\223\353\334\0032\013\010\200\222\270\303\230\376\377\377\377\001\310\001\001'
   _globals['_UNSIGNEDDURATION'].fields_by_name['nanos']._loaded_options = None
   _globals['_UNSIGNEDDURATION'].fields_by_name['nanos']._serialized_options = b'\272H\010*\006\020\200\224\353\334\003'
   _globals['_STAGEMETRICS'].fields_by_name['stage_name']._loaded_options = None
-  _globals['_STAGEMETRICS'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_STAGEMETRICS'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_STAGEMETRICS'].fields_by_name['processing_time']._loaded_options = None
   _globals['_STAGEMETRICS'].fields_by_name['processing_time']._serialized_options = b'\272H\003\310\001\001'
   _globals['_PROCESSINGMETRICS_STAGEMETRICSENTRY']._loaded_options = None
@@ -68,29 +68,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROCESSINGMETRICS'].fields_by_name['end_time_rfc3339']._loaded_options = None
   _globals['_PROCESSINGMETRICS'].fields_by_name['end_time_rfc3339']._serialized_options = b'\272H\004r\002\030@'
   _globals['_PROCESSINGMETRICS'].fields_by_name['input_file_checksum']._loaded_options = None
-  _globals['_PROCESSINGMETRICS'].fields_by_name['input_file_checksum']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PROCESSINGMETRICS'].fields_by_name['input_file_checksum']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PROCESSINGMETRICS'].fields_by_name['output_file_checksum']._loaded_options = None
-  _globals['_PROCESSINGMETRICS'].fields_by_name['output_file_checksum']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PROCESSINGMETRICS'].fields_by_name['output_file_checksum']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PROCESSINGMETRICS'].fields_by_name['stage_metrics']._loaded_options = None
-  _globals['_PROCESSINGMETRICS'].fields_by_name['stage_metrics']._serialized_options = b'\272H\r\232\001\n\020\200\010\"\005r\003\030\200\002'
-  _globals['_SECURITYLEVEL']._serialized_start=2060
-  _globals['_SECURITYLEVEL']._serialized_end=2281
-  _globals['_STANDARDPERMISSION']._serialized_start=2284
-  _globals['_STANDARDPERMISSION']._serialized_end=2602
-  _globals['_SECURITYVIOLATIONSEVERITY']._serialized_start=2605
-  _globals['_SECURITYVIOLATIONSEVERITY']._serialized_end=2834
+  _globals['_PROCESSINGMETRICS'].fields_by_name['stage_metrics']._serialized_options = b'\272H\r\232\001\n\020\200\010\"\005r\003\030\200 '
+  _globals['_SECURITYLEVEL']._serialized_start=2092
+  _globals['_SECURITYLEVEL']._serialized_end=2313
+  _globals['_STANDARDPERMISSION']._serialized_start=2316
+  _globals['_STANDARDPERMISSION']._serialized_end=2634
+  _globals['_SECURITYVIOLATIONSEVERITY']._serialized_start=2637
+  _globals['_SECURITYVIOLATIONSEVERITY']._serialized_end=2866
   _globals['_PERMISSION']._serialized_start=136
   _globals['_PERMISSION']._serialized_end=272
   _globals['_SECURITYCONTEXT']._serialized_start=275
-  _globals['_SECURITYCONTEXT']._serialized_end=841
-  _globals['_SECURITYCONTEXT_METADATAENTRY']._serialized_start=760
-  _globals['_SECURITYCONTEXT_METADATAENTRY']._serialized_end=807
-  _globals['_UNSIGNEDDURATION']._serialized_start=843
-  _globals['_UNSIGNEDDURATION']._serialized_end=903
-  _globals['_STAGEMETRICS']._serialized_start=906
-  _globals['_STAGEMETRICS']._serialized_end=1200
-  _globals['_PROCESSINGMETRICS']._serialized_start=1203
-  _globals['_PROCESSINGMETRICS']._serialized_end=2057
-  _globals['_PROCESSINGMETRICS_STAGEMETRICSENTRY']._serialized_start=1848
-  _globals['_PROCESSINGMETRICS_STAGEMETRICSENTRY']._serialized_end=1942
+  _globals['_SECURITYCONTEXT']._serialized_end=873
+  _globals['_SECURITYCONTEXT_METADATAENTRY']._serialized_start=792
+  _globals['_SECURITYCONTEXT_METADATAENTRY']._serialized_end=839
+  _globals['_UNSIGNEDDURATION']._serialized_start=875
+  _globals['_UNSIGNEDDURATION']._serialized_end=935
+  _globals['_STAGEMETRICS']._serialized_start=938
+  _globals['_STAGEMETRICS']._serialized_end=1232
+  _globals['_PROCESSINGMETRICS']._serialized_start=1235
+  _globals['_PROCESSINGMETRICS']._serialized_end=2089
+  _globals['_PROCESSINGMETRICS_STAGEMETRICSENTRY']._serialized_start=1880
+  _globals['_PROCESSINGMETRICS_STAGEMETRICSENTRY']._serialized_end=1974
 # @@protoc_insertion_point(module_scope)

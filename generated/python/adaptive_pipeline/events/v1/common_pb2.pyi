@@ -213,7 +213,10 @@ class SecurityContext(_message.Message):
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
-        """When the context was created, with nanosecond precision."""
+        """When the context was created, with nanosecond precision.
+        Years 0001-9999 only (RFC 3339's range, which every language's
+        timestamp type can hold).
+        """
 
     def __init__(
         self,

@@ -195,7 +195,10 @@ class EventEnvelope(_message.Message):
     """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
-        """When the event happened, in UTC, with nanosecond precision."""
+        """When the event happened, in UTC, with nanosecond precision.
+        Years 0001-9999 only (RFC 3339's range, which every language's
+        timestamp type can hold).
+        """
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:

@@ -26,7 +26,7 @@ from adaptive_pipeline.events.v1 import common_pb2 as adaptive__pipeline_dot_eve
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-adaptive_pipeline/events/v1/operational.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a(adaptive_pipeline/events/v1/common.proto\x1a\x1b\x62uf/validate/validate.proto\"\xb3\x01\n\x0e\x43hunkProcessed\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08\x63hunk_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x0e\x63hunk_sequence\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\x04\x12\x1c\n\nstage_name\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1a\n\x12processing_time_ms\x18\x06 \x01(\x04\"z\n\x0eMetricsUpdated\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12G\n\x07metrics\x18\x02 \x01(\x0b\x32..adaptive_pipeline.events.v1.ProcessingMetricsB\x06\xbaH\x03\xc8\x01\x01\"\xbf\x02\n\x11SecurityViolation\x12$\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01H\x00\x88\x01\x01\x12 \n\x0eviolation_type\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1e\n\x0b\x64\x65scription\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12T\n\x08severity\x18\x04 \x01(\x0e\x32\x36.adaptive_pipeline.events.v1.SecurityViolationSeverityB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1e\n\x07user_id\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x01\x88\x01\x01\x12 \n\tsource_ip\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x02\x88\x01\x01\x42\x10\n\x0e_processing_idB\n\n\x08_user_idB\x0c\n\n_source_ip\"\x9b\x01\n\x11ResourceExhausted\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1f\n\rresource_type\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x15\n\rcurrent_usage\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\x04\x12\x1e\n\x0c\x61\x63tion_taken\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-adaptive_pipeline/events/v1/operational.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a(adaptive_pipeline/events/v1/common.proto\x1a\x1b\x62uf/validate/validate.proto\"\xb3\x01\n\x0e\x43hunkProcessed\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08\x63hunk_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x16\n\x0e\x63hunk_sequence\x18\x03 \x01(\x04\x12\x12\n\nchunk_size\x18\x04 \x01(\x04\x12\x1c\n\nstage_name\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1a\n\x12processing_time_ms\x18\x06 \x01(\x04\"z\n\x0eMetricsUpdated\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12G\n\x07metrics\x18\x02 \x01(\x0b\x32..adaptive_pipeline.events.v1.ProcessingMetricsB\x06\xbaH\x03\xc8\x01\x01\"\xbf\x02\n\x11SecurityViolation\x12$\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01H\x00\x88\x01\x01\x12 \n\x0eviolation_type\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1e\n\x0b\x64\x65scription\x18\x03 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12T\n\x08severity\x18\x04 \x01(\x0e\x32\x36.adaptive_pipeline.events.v1.SecurityViolationSeverityB\n\xbaH\x07\x82\x01\x04\x10\x01 \x00\x12\x1e\n\x07user_id\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x01\x88\x01\x01\x12 \n\tsource_ip\x18\x06 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x02\x88\x01\x01\x42\x10\n\x0e_processing_idB\n\n\x08_user_idB\x0c\n\n_source_ip\"\x9c\x01\n\x11ResourceExhausted\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1f\n\rresource_type\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x15\n\rcurrent_usage\x18\x03 \x01(\x04\x12\r\n\x05limit\x18\x04 \x01(\x04\x12\x1f\n\x0c\x61\x63tion_taken\x18\x05 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,7 +38,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHUNKPROCESSED'].fields_by_name['chunk_id']._loaded_options = None
   _globals['_CHUNKPROCESSED'].fields_by_name['chunk_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_CHUNKPROCESSED'].fields_by_name['stage_name']._loaded_options = None
-  _globals['_CHUNKPROCESSED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_CHUNKPROCESSED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_METRICSUPDATED'].fields_by_name['processing_id']._loaded_options = None
   _globals['_METRICSUPDATED'].fields_by_name['processing_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_METRICSUPDATED'].fields_by_name['metrics']._loaded_options = None
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECURITYVIOLATION'].fields_by_name['processing_id']._loaded_options = None
   _globals['_SECURITYVIOLATION'].fields_by_name['processing_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_SECURITYVIOLATION'].fields_by_name['violation_type']._loaded_options = None
-  _globals['_SECURITYVIOLATION'].fields_by_name['violation_type']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_SECURITYVIOLATION'].fields_by_name['violation_type']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_SECURITYVIOLATION'].fields_by_name['description']._loaded_options = None
   _globals['_SECURITYVIOLATION'].fields_by_name['description']._serialized_options = b'\272H\006r\004\030\200\200\004'
   _globals['_SECURITYVIOLATION'].fields_by_name['severity']._loaded_options = None
   _globals['_SECURITYVIOLATION'].fields_by_name['severity']._serialized_options = b'\272H\007\202\001\004\020\001 \000'
   _globals['_SECURITYVIOLATION'].fields_by_name['user_id']._loaded_options = None
-  _globals['_SECURITYVIOLATION'].fields_by_name['user_id']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_SECURITYVIOLATION'].fields_by_name['user_id']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_SECURITYVIOLATION'].fields_by_name['source_ip']._loaded_options = None
-  _globals['_SECURITYVIOLATION'].fields_by_name['source_ip']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_SECURITYVIOLATION'].fields_by_name['source_ip']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_RESOURCEEXHAUSTED'].fields_by_name['processing_id']._loaded_options = None
   _globals['_RESOURCEEXHAUSTED'].fields_by_name['processing_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_RESOURCEEXHAUSTED'].fields_by_name['resource_type']._loaded_options = None
-  _globals['_RESOURCEEXHAUSTED'].fields_by_name['resource_type']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_RESOURCEEXHAUSTED'].fields_by_name['resource_type']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_RESOURCEEXHAUSTED'].fields_by_name['action_taken']._loaded_options = None
-  _globals['_RESOURCEEXHAUSTED'].fields_by_name['action_taken']._serialized_options = b'\272H\005r\003\030\200 '
+  _globals['_RESOURCEEXHAUSTED'].fields_by_name['action_taken']._serialized_options = b'\272H\006r\004\030\200\200\004'
   _globals['_CHUNKPROCESSED']._serialized_start=150
   _globals['_CHUNKPROCESSED']._serialized_end=329
   _globals['_METRICSUPDATED']._serialized_start=331
@@ -68,5 +68,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SECURITYVIOLATION']._serialized_start=456
   _globals['_SECURITYVIOLATION']._serialized_end=775
   _globals['_RESOURCEEXHAUSTED']._serialized_start=778
-  _globals['_RESOURCEEXHAUSTED']._serialized_end=933
+  _globals['_RESOURCEEXHAUSTED']._serialized_end=934
 # @@protoc_insertion_point(module_scope)

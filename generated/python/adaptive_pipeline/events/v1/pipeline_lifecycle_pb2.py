@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4adaptive_pipeline/events/v1/pipeline_lifecycle.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\"y\n\x0fPipelineCreated\x12\x1f\n\rpipeline_name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x13\n\x0bstage_count\x18\x02 \x01(\x04\x12!\n\ncreated_by\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x00\x88\x01\x01\x42\r\n\x0b_created_by\"f\n\x0fPipelineUpdated\x12!\n\x07\x63hanges\x18\x01 \x03(\tB\x10\xbaH\r\x92\x01\n\x10\xe8\x07\"\x05r\x03\x18\x80 \x12!\n\nupdated_by\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x00\x88\x01\x01\x42\r\n\x0b_updated_by\"C\n\x0fPipelineDeleted\x12!\n\ndeleted_by\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02H\x00\x88\x01\x01\x42\r\n\x0b_deleted_byb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4adaptive_pipeline/events/v1/pipeline_lifecycle.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\"y\n\x0fPipelineCreated\x12\x1f\n\rpipeline_name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x13\n\x0bstage_count\x18\x02 \x01(\x04\x12!\n\ncreated_by\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_created_by\"g\n\x0fPipelineUpdated\x12\"\n\x07\x63hanges\x18\x01 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10\xe8\x07\"\x06r\x04\x18\x80\x80\x04\x12!\n\nupdated_by\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_updated_by\"C\n\x0fPipelineDeleted\x12!\n\ndeleted_by\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_deleted_byb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,19 +33,19 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adaptive_pipeline.events.v1
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PIPELINECREATED'].fields_by_name['pipeline_name']._loaded_options = None
-  _globals['_PIPELINECREATED'].fields_by_name['pipeline_name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PIPELINECREATED'].fields_by_name['pipeline_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PIPELINECREATED'].fields_by_name['created_by']._loaded_options = None
-  _globals['_PIPELINECREATED'].fields_by_name['created_by']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PIPELINECREATED'].fields_by_name['created_by']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PIPELINEUPDATED'].fields_by_name['changes']._loaded_options = None
-  _globals['_PIPELINEUPDATED'].fields_by_name['changes']._serialized_options = b'\272H\r\222\001\n\020\350\007\"\005r\003\030\200 '
+  _globals['_PIPELINEUPDATED'].fields_by_name['changes']._serialized_options = b'\272H\016\222\001\013\020\350\007\"\006r\004\030\200\200\004'
   _globals['_PIPELINEUPDATED'].fields_by_name['updated_by']._loaded_options = None
-  _globals['_PIPELINEUPDATED'].fields_by_name['updated_by']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PIPELINEUPDATED'].fields_by_name['updated_by']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PIPELINEDELETED'].fields_by_name['deleted_by']._loaded_options = None
-  _globals['_PIPELINEDELETED'].fields_by_name['deleted_by']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_PIPELINEDELETED'].fields_by_name['deleted_by']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PIPELINECREATED']._serialized_start=114
   _globals['_PIPELINECREATED']._serialized_end=235
   _globals['_PIPELINEUPDATED']._serialized_start=237
-  _globals['_PIPELINEUPDATED']._serialized_end=339
-  _globals['_PIPELINEDELETED']._serialized_start=341
-  _globals['_PIPELINEDELETED']._serialized_end=408
+  _globals['_PIPELINEUPDATED']._serialized_end=340
+  _globals['_PIPELINEDELETED']._serialized_start=342
+  _globals['_PIPELINEDELETED']._serialized_end=409
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'adaptive_pipeline/events/v1/stage.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\"\x87\x01\n\x0cStageStarted\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08stage_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1c\n\nstage_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1c\n\nstage_type\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\"\xa0\x01\n\x0eStageCompleted\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08stage_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1c\n\nstage_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12\x1a\n\x12processing_time_ms\x18\x04 \x01(\x04\x12\x17\n\x0f\x62ytes_processed\x18\x05 \x01(\x04\"\xa8\x01\n\x0bStageFailed\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08stage_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1c\n\nstage_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x12 \n\rerror_message\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12\x1c\n\nerror_code\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'adaptive_pipeline/events/v1/stage.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\"\x87\x01\n\x0cStageStarted\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08stage_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1c\n\nstage_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1c\n\nstage_type\x18\x04 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \"\xa0\x01\n\x0eStageCompleted\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08stage_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1c\n\nstage_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x1a\n\x12processing_time_ms\x18\x04 \x01(\x04\x12\x17\n\x0f\x62ytes_processed\x18\x05 \x01(\x04\"\xa8\x01\n\x0bStageFailed\x12\x1f\n\rprocessing_id\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1a\n\x08stage_id\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\xb0\x01\x01\x12\x1c\n\nstage_name\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12 \n\rerror_message\x18\x04 \x01(\tB\t\xbaH\x06r\x04\x18\x80\x80\x04\x12\x1c\n\nerror_code\x18\x05 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,25 +37,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STAGESTARTED'].fields_by_name['stage_id']._loaded_options = None
   _globals['_STAGESTARTED'].fields_by_name['stage_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_STAGESTARTED'].fields_by_name['stage_name']._loaded_options = None
-  _globals['_STAGESTARTED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_STAGESTARTED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_STAGESTARTED'].fields_by_name['stage_type']._loaded_options = None
-  _globals['_STAGESTARTED'].fields_by_name['stage_type']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_STAGESTARTED'].fields_by_name['stage_type']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_STAGECOMPLETED'].fields_by_name['processing_id']._loaded_options = None
   _globals['_STAGECOMPLETED'].fields_by_name['processing_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_STAGECOMPLETED'].fields_by_name['stage_id']._loaded_options = None
   _globals['_STAGECOMPLETED'].fields_by_name['stage_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_STAGECOMPLETED'].fields_by_name['stage_name']._loaded_options = None
-  _globals['_STAGECOMPLETED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_STAGECOMPLETED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_STAGEFAILED'].fields_by_name['processing_id']._loaded_options = None
   _globals['_STAGEFAILED'].fields_by_name['processing_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_STAGEFAILED'].fields_by_name['stage_id']._loaded_options = None
   _globals['_STAGEFAILED'].fields_by_name['stage_id']._serialized_options = b'\272H\005r\003\260\001\001'
   _globals['_STAGEFAILED'].fields_by_name['stage_name']._loaded_options = None
-  _globals['_STAGEFAILED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_STAGEFAILED'].fields_by_name['stage_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_STAGEFAILED'].fields_by_name['error_message']._loaded_options = None
   _globals['_STAGEFAILED'].fields_by_name['error_message']._serialized_options = b'\272H\006r\004\030\200\200\004'
   _globals['_STAGEFAILED'].fields_by_name['error_code']._loaded_options = None
-  _globals['_STAGEFAILED'].fields_by_name['error_code']._serialized_options = b'\272H\005r\003\030\200\002'
+  _globals['_STAGEFAILED'].fields_by_name['error_code']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_STAGESTARTED']._serialized_start=102
   _globals['_STAGESTARTED']._serialized_end=237
   _globals['_STAGECOMPLETED']._serialized_start=240

@@ -646,6 +646,8 @@ class EventEnvelope(betterproto2.Message):
     )
     """
     When the event happened, in UTC, with nanosecond precision.
+    Years 0001-9999 only (RFC 3339's range, which every language's
+    timestamp type can hold).
     """
 
     schema_version: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
@@ -1872,6 +1874,8 @@ class SecurityContext(betterproto2.Message):
     )
     """
     When the context was created, with nanosecond precision.
+    Years 0001-9999 only (RFC 3339's range, which every language's
+    timestamp type can hold).
     """
 
 
