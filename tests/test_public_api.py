@@ -8,8 +8,8 @@ from pipeline_events.codecs import rust_json
 STORE = [
     "AppendResult", "DuplicateEventError", "EventFilter", "EventStore", "ExpectedRevision",
     "ExpectedState", "InvalidEventError", "MemoryEventStore", "Position", "ProposedEvent", "ReadResult",
-    "RecordedEvent", "SQLiteEventStore", "StoreClosedError", "StoreError",
-    "WrongExpectedRevisionError", "open_store",
+    "RecordedEvent", "SQLiteEventStore", "StoreClosedError", "StoreError", "StoreLockedError",
+    "WrongExpectedRevisionError", "open_store", "parse_store_url",
 ]  # fmt: skip
 
 

@@ -353,9 +353,12 @@ def from_envelope(
     pipeline_id = _envelope_uuid(envelope, "aggregate_id")
     if not envelope.HasField("occurred_at"):
         raise DecodeError("required timestamp is missing", field="occurred_at")
-    occurred_at = NanoDatetime.from_seconds_nanos(
-        envelope.occurred_at.seconds, envelope.occurred_at.nanos
-    )
+    try:
+        occurred_at = NanoDatetime.from_seconds_nanos(
+            envelope.occurred_at.seconds, envelope.occurred_at.nanos
+        )
+    except (ValueError, OverflowError) as error:  # outside years 1-9999, or bad nanos
+        raise DecodeError(f"not a representable time: {error}", field="occurred_at") from error
     if case is None:
         return domain.UnknownEvent(
             event_id=event_id,

@@ -27,7 +27,7 @@ from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_g
 from google.rpc import error_details_pb2, status_pb2
 
 from pipeline_events import adapter, domain
-from pipeline_events.errors import PipelineEventsError
+from pipeline_events.errors import DecodeError, PipelineEventsError
 from pipeline_events.store import ExpectedRevision, ExpectedState, Position
 from pipeline_events.timestamps import NanoDatetime
 
@@ -66,8 +66,13 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 # Publish is idempotent by event id and the other unary RPCs only read, so retrying any of
-# them on these codes is safe.
-_RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# them on these codes is safe. CANCELLED reaches a unary call only from the server's side
+# (a cancellation of our own ends the task instead). RESOURCE_EXHAUSTED is retried only
+# when the server says when (a RetryInfo: too many calls in flight); without one it is a
+# limit the request itself breaks, and trying again cannot help.
+_RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+)
 _RECONNECTABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 _CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
@@ -263,6 +268,28 @@ def _status_of(error: grpc.RpcError) -> status_pb2.Status | None:
     return None
 
 
+def retry_wait(error: grpc.RpcError, failures: int, policy: RetryPolicy) -> float | None:
+    """Seconds to wait before retrying a failed unary call; None: do not retry.
+
+    Args:
+        error: the failed attempt.
+        failures: failed attempts so far, this one included.
+        policy: the client's retry policy.
+    """
+    if policy.exhausted(failures):
+        return None
+    code = error.code()  # type: ignore[attr-defined]
+    if code in _RETRYABLE:
+        return policy.backoff(failures)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        status = _status_of(error)
+        for detail in status.details if status is not None else ():
+            info = error_details_pb2.RetryInfo()
+            if detail.Unpack(info):
+                return max(info.retry_delay.ToTimedelta().total_seconds(), policy.backoff(failures))
+    return None
+
+
 def error_from_rpc(
     error: grpc.RpcError, *, target: str, rpc: str, attempts: int = 1
 ) -> ClientError:
@@ -300,14 +327,21 @@ class RecordedEvent:
 
     @classmethod
     def from_proto(cls, message: envelope_pb2.RecordedEvent) -> RecordedEvent:
-        """Wrap a RecordedEvent message."""
+        """Wrap a RecordedEvent message.
+
+        Raises:
+            DecodeError: its recorded_at is not a representable time.
+        """
+        stamp = message.recorded_at
+        try:
+            recorded_at = NanoDatetime.from_seconds_nanos(stamp.seconds, stamp.nanos)
+        except (ValueError, OverflowError) as error:
+            raise DecodeError(f"not a representable time: {error}", field="recorded_at") from error
         return cls(
             envelope=message.envelope,
             global_position=message.global_position,
             revision=message.revision,
-            recorded_at=NanoDatetime.from_seconds_nanos(
-                message.recorded_at.seconds, message.recorded_at.nanos
-            ),
+            recorded_at=recorded_at,
         )
 
     @functools.cached_property
@@ -799,11 +833,12 @@ class AsyncEventClient:
                 return await method(request, timeout=self.timeout)
             except grpc.aio.AioRpcError as error:
                 failures += 1
-                if error.code() not in _RETRYABLE or self.retry.exhausted(failures):
+                wait = retry_wait(error, failures, self.retry)
+                if wait is None:
                     raise error_from_rpc(
                         error, target=self.target, rpc=rpc, attempts=failures
                     ) from error
-            await asyncio.sleep(self.retry.backoff(failures))
+            await asyncio.sleep(wait)
 
     async def publish(
         self,
@@ -1146,12 +1181,12 @@ class EventClient:
                 return method(request, timeout=self.timeout)
             except grpc.RpcError as error:
                 failures += 1
-                code = error.code()  # type: ignore[attr-defined]
-                if code not in _RETRYABLE or self.retry.exhausted(failures):
+                wait = retry_wait(error, failures, self.retry)
+                if wait is None:
                     raise error_from_rpc(
                         error, target=self.target, rpc=rpc, attempts=failures
                     ) from error
-            time.sleep(self.retry.backoff(failures))
+            time.sleep(wait)
 
     def publish(
         self,
@@ -1290,4 +1325,5 @@ __all__ = [
     "WrongExpectedRevisionError",
     "error_from_rpc",
     "make_error",
+    "retry_wait",
 ]

@@ -46,13 +46,17 @@ def _attributes(envelope: EventEnvelope, source: str) -> dict[str, str]:
     case = envelope.WhichOneof("payload")
     if case is None:
         raise EncodeError("an envelope with an unknown payload case has no CloudEvents type")
+    try:
+        time = envelope.occurred_at.ToJsonString()
+    except ValueError as error:  # outside years 1-9999, or bad nanos: no RFC 3339 form
+        raise EncodeError(f"occurred_at: {error}") from error
     attributes = {
         "specversion": SPEC_VERSION,
         "id": envelope.event_id,
         "source": source,
         "type": TYPE_PREFIX + EventEnvelope.DESCRIPTOR.fields_by_name[case].message_type.name,
         "subject": envelope.aggregate_id,
-        "time": envelope.occurred_at.ToJsonString(),
+        "time": time,
         "schemaversion": str(envelope.schema_version),
     }
     if envelope.correlation_id:

@@ -8,14 +8,21 @@ import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
 from google.protobuf import json_format
 
-from pipeline_events.errors import DecodeError
+from pipeline_events.errors import DecodeError, EncodeError
 
 EventEnvelope = envelope_pb2.EventEnvelope
 
 
 def to_dict(envelope: EventEnvelope) -> dict[str, Any]:
-    """The envelope as a canonical proto3 JSON object."""
-    return json_format.MessageToDict(envelope)
+    """The envelope as a canonical proto3 JSON object.
+
+    Raises:
+        EncodeError: a value proto3 JSON cannot carry (a time outside years 1-9999).
+    """
+    try:
+        return json_format.MessageToDict(envelope)
+    except (json_format.SerializeToJsonError, ValueError) as error:
+        raise EncodeError(str(error)) from error
 
 
 def from_dict(value: Any, *, ignore_unknown_fields: bool = False) -> EventEnvelope:

@@ -263,12 +263,13 @@ class EventService(service_pb2_grpc.EventServiceServicer):
 
 @dataclass
 class RunningServer:
-    """A started server: its port, the service and the health servicer."""
+    """A started server: its port, the service, the health servicer and the call limit."""
 
     server: grpc.aio.Server
     port: int
     service: EventService
     health: health.aio.HealthServicer
+    call_limit: CallLimit
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful stop: NOT_SERVING first, end subscriptions, finish in-flight calls."""
@@ -300,9 +301,10 @@ async def start_server(
             f" bytes ({EVENT_HEADROOM_BYTES // 1024} KiB under the message limit), not"
             f" {max_event_bytes:,}"
         )
+    call_limit = CallLimit(max_calls, max_streams)
     server = grpc.aio.server(
         interceptors=[
-            CallLimit(max_calls, max_streams),
+            call_limit,
             DecodeGuard(tolerant_streams=[f"/{SERVICE_NAME}/PublishStream"]),
         ],
         options=[
@@ -311,6 +313,11 @@ async def start_server(
             # One server per port: without this, a second server binds the same port
             # silently and clients are split between two stores.
             ("grpc.so_reuseport", 0),
+            # gRPC cancels calls that wait, unseen by the handlers, beyond 1,000 (and
+            # 3,000); let ten times as many reach CallLimit, which answers RESOURCE_EXHAUSTED
+            # with a retry delay instead of a CANCELLED that says nothing.
+            ("grpc.server.max_pending_requests", 10_000),
+            ("grpc.server.max_pending_requests_hard_limit", 20_000),
             *KEEPALIVE_OPTIONS,
         ],
     )
@@ -342,4 +349,4 @@ async def start_server(
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer)
+    return RunningServer(server, port, service, health_servicer, call_limit)

@@ -76,6 +76,7 @@ from pipeline_events.store.base import (
     recorded_at_field,
     uuid_parts,
 )
+from pipeline_events.store.lock import StoreLock
 
 Durability = Literal["process", "power"]
 _log = logging.getLogger(__name__)
@@ -252,6 +253,15 @@ def _connect(path: str, durability: Durability) -> sqlite3.Connection:
     return connection
 
 
+def _check_path(path: str) -> None:
+    """Refuse a store path that cannot be a store file, before anything is created."""
+    target = Path(path)
+    if target.is_dir():
+        raise StoreError(f"store {path} is a directory, not a SQLite file")
+    if not target.parent.is_dir():
+        raise StoreError(f"store {path}: the directory {target.parent} does not exist")
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION; returns the version found before."""
     connection.execute("BEGIN IMMEDIATE")
@@ -261,7 +271,8 @@ def migrate(connection: sqlite3.Connection) -> int:
         found = row[0] or 0
         if found > SCHEMA_VERSION:
             raise StoreError(
-                f"the database has schema version {found}; this code knows {SCHEMA_VERSION}"
+                f"the database has schema version {found}, newer than this version of"
+                f" pipeline-events knows ({SCHEMA_VERSION}): upgrade pipeline-events"
             )
         for version in range(found + 1, SCHEMA_VERSION + 1):
             MIGRATIONS[version](connection)
@@ -324,6 +335,7 @@ class SQLiteEventStore(EventStore):
         self.transactions = 0  # appending transactions committed (one per group commit)
         self._gathered: list[_Append] = []  # appends waiting to commit on the event loop
         self._committing: asyncio.Task[None] | None = None  # a large commit, over several turns
+        self._lock: StoreLock | None = None  # held from open to close (store/lock.py)
 
     @classmethod
     async def open(
@@ -344,9 +356,25 @@ class SQLiteEventStore(EventStore):
 
     def _start(self) -> None:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        connection = self._connection = _connect(self.path, self.durability)
-        migrate(connection)
+            _check_path(self.path)
+            self._lock = StoreLock(self.path)
+        try:
+            self._open_writer()
+        except BaseException:
+            if self._connection is not None:
+                self._connection.close()
+            if self._lock is not None:
+                self._lock.release()
+            raise
+
+    def _open_writer(self) -> None:
+        try:
+            connection = self._connection = _connect(self.path, self.durability)
+            migrate(connection)
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"store {self.path}: not a usable SQLite database ({error})"
+            ) from error
         (self._head,) = connection.execute(_HEAD).fetchone()
         self._merged_to = connection.execute(
             "SELECT value FROM store_state WHERE name = 'event_ids_merged_to'"
@@ -801,6 +829,8 @@ class SQLiteEventStore(EventStore):
         with self._write_lock:
             assert self._connection is not None
             self._connection.close()
+        if self._lock is not None:
+            self._lock.release()
         self._reader_pool.shutdown(wait=True)
         connection = getattr(self._local, "connection", None)
         if connection is not None:
