@@ -101,6 +101,10 @@ def main() -> None:
         f"--python_betterproto2_opt={BETTERPROTO_OPTS}",
         *files,
     )
+    # PEP 561 markers: the official bindings ship .pyi stubs, so type checkers of
+    # installed-package users should read them (namespace packages: the leaf packages).
+    for typed in (OUT / "adaptive_pipeline" / "events" / "v1", OUT / "buf" / "validate"):
+        (typed / "py.typed").write_text("")
 
 
 if __name__ == "__main__":

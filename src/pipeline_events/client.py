@@ -268,18 +268,25 @@ def _status_of(error: grpc.RpcError) -> status_pb2.Status | None:
     return None
 
 
-def retry_wait(error: grpc.RpcError, failures: int, policy: RetryPolicy) -> float | None:
-    """Seconds to wait before retrying a failed unary call; None: do not retry.
+def retry_wait(
+    error: grpc.RpcError,
+    failures: int,
+    policy: RetryPolicy,
+    retryable: frozenset[grpc.StatusCode] = _RETRYABLE,
+) -> float | None:
+    """Seconds to wait before trying a failed call again; None: do not retry.
 
     Args:
         error: the failed attempt.
         failures: failed attempts so far, this one included.
-        policy: the client's retry policy.
+        policy: the retry policy.
+        retryable: codes retried with the policy's backoff; RESOURCE_EXHAUSTED with a
+            google.rpc.RetryInfo (the server's overload answer) is retried after its delay.
     """
     if policy.exhausted(failures):
         return None
     code = error.code()  # type: ignore[attr-defined]
-    if code in _RETRYABLE:
+    if code in retryable:
         return policy.backoff(failures)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         status = _status_of(error)
@@ -756,7 +763,8 @@ class AsyncSubscription:
             except grpc.aio.AioRpcError as error:
                 failures += 1
                 policy = self._reconnect if connected else self._client.retry
-                if error.code() not in _RECONNECTABLE or policy.exhausted(failures):
+                wait = retry_wait(error, failures, policy, _RECONNECTABLE)
+                if wait is None:
                     raise error_from_rpc(
                         error, target=self._client.target, rpc="Subscribe", attempts=failures
                     ) from error
@@ -764,13 +772,14 @@ class AsyncSubscription:
                 call.cancel()
             cursor.live = False
             self.reconnects += 1
-            await asyncio.sleep(policy.backoff(failures))
+            await asyncio.sleep(wait)
 
 
 class AsyncEventClient:
     """Async client of the EventService (grpc.aio); use it as an async context manager.
 
-    Unary calls retry on UNAVAILABLE and DEADLINE_EXCEEDED with backoff (`retry`); every
+    Unary calls retry on UNAVAILABLE, DEADLINE_EXCEEDED, a server-side CANCELLED and an
+    overload refusal (RESOURCE_EXHAUSTED with a RetryInfo) with backoff (`retry`); every
     attempt has its own `timeout`. Failures raise a ClientError subclass.
 
     Args:
@@ -1117,7 +1126,8 @@ class Subscription:
                     return
                 failures += 1
                 policy = self._reconnect if connected else self._client.retry
-                if error.code() not in _RECONNECTABLE or policy.exhausted(failures):  # type: ignore[attr-defined]
+                wait = retry_wait(error, failures, policy, _RECONNECTABLE)
+                if wait is None:
                     raise error_from_rpc(
                         error, target=self._client.target, rpc="Subscribe", attempts=failures
                     ) from error
@@ -1125,7 +1135,7 @@ class Subscription:
                 call.cancel()
             cursor.live = False
             self.reconnects += 1
-            self._closed.wait(policy.backoff(failures))
+            self._closed.wait(wait)
 
 
 class EventClient:
