@@ -210,16 +210,44 @@ def _multi_row_sql(head: str, width: int, rows: int) -> str:
 _HEAD = "SELECT coalesce(max(position), 0) FROM events"  # the last global position
 
 
-@functools.lru_cache(maxsize=64)
-def _page(where: str, order: str, max_bytes: int | None) -> str:
-    """SQL for one page of events (`WHERE where ORDER BY order LIMIT ?`), concatenated in SQL.
+def _select_page(
+    connection: sqlite3.Connection,
+    where: str,
+    order: str,
+    args: Sequence[Any],
+    max_bytes: int | None,
+) -> tuple[bytes | None, int]:
+    """One page of events (`WHERE where ORDER BY order LIMIT ?`, the limit last in `args`):
+    (the records concatenated, rows considered).
 
-    Returns (records, rows considered). The LIMIT also keeps SQLite from flattening
-    the subquery, so group_concat sees the rows in its ORDER BY order. With
-    `max_bytes`, a running total of record lengths (`length()` of a blob reads its
-    header, not the blob) keeps the records up to the budget, and always the first
-    one; rows considered then tells a page cut by bytes from a short one.
+    The records are concatenated inside SQLite (`group_concat`). With `max_bytes`,
+    the page's size is summed first (`length()` of a blob reads its header, not
+    the blob); only a page over the budget (rare: big events) is read with a
+    running total that keeps the records up to the budget, and always the first
+    one. Rows considered then tells a page cut by bytes from a short one. Both
+    statements run in one read transaction, so they see the same rows.
     """
+    if max_bytes is None:
+        return connection.execute(_page_sql(where, order, None), args).fetchone()
+    connection.execute("BEGIN")
+    try:
+        (size,) = connection.execute(_size_sql(where, order), args).fetchone()
+        budget = max_bytes if size is not None and size > max_bytes else None
+        return connection.execute(_page_sql(where, order, budget), args).fetchone()
+    finally:
+        connection.execute("COMMIT")
+
+
+@functools.lru_cache(maxsize=64)
+def _size_sql(where: str, order: str) -> str:
+    rows = f"SELECT length(record) AS size FROM events WHERE {where} ORDER BY {order} LIMIT ?"
+    return f"SELECT sum(size) FROM ({rows})"
+
+
+@functools.lru_cache(maxsize=64)
+def _page_sql(where: str, order: str, max_bytes: int | None) -> str:
+    # The LIMIT also keeps SQLite from flattening the subquery, so group_concat sees
+    # the rows in its ORDER BY order.
     if max_bytes is None:
         rows = f"SELECT record FROM events WHERE {where} ORDER BY {order} LIMIT ?"
         return f"SELECT group_concat(record, ''), count(*) FROM ({rows})"
@@ -755,8 +783,9 @@ class SQLiteEventStore(EventStore):
             bound, where, order = from_revision or MAX_POSITION, "revision <= ?", "revision DESC"
         else:
             bound, where, order = from_revision, "revision >= ?", "revision"
-        sql = _page(f"aggregate_id = ? AND {where}", order, max_bytes)
-        (records, _) = self._reader().execute(sql, (blob, bound, limit)).fetchone()
+        records, _ = _select_page(
+            self._reader(), f"aggregate_id = ? AND {where}", order, (blob, bound, limit), max_bytes
+        )
         return parse_records(records)
 
     async def read_all(
@@ -797,8 +826,9 @@ class SQLiteEventStore(EventStore):
                     args.extend(uuid_parts(i, column)[1] for i in sorted(ids))
         else:
             end = head
-        sql = _page(" AND ".join(where), "position", max_bytes)
-        blob, rows = connection.execute(sql, [*args, limit]).fetchone()
+        blob, rows = _select_page(
+            connection, " AND ".join(where), "position", [*args, limit], max_bytes
+        )
         events = parse_records(blob)
         # A page cut short by its limit or its bytes resumes after its last event.
         full = len(events) == limit or len(events) < rows
