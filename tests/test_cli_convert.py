@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 import subprocess
 import sys
 from pathlib import Path
+
+from adaptive_pipeline.events.v1 import envelope_pb2
+from google.protobuf import json_format
 
 from pipeline_events.convert import convert_lines
 from tests.conftest import VECTORS_DIR
@@ -81,3 +85,34 @@ def test_conversion_streams_instead_of_reading_everything_first() -> None:
     first = list(itertools.islice(convert_lines(endless, "binary", "proto-json"), 100))
     assert [result.line for result in first] == list(range(1, 101))
     assert all(result.error is None for result in first)
+
+
+def _recorded_line(binary_line: str, position: int) -> str:
+    """A RecordedEvent in proto3 JSON, as `tail --json` writes it."""
+    recorded = envelope_pb2.RecordedEvent(global_position=position, revision=1)
+    recorded.envelope.ParseFromString(base64.b64decode(binary_line))
+    recorded.recorded_at.FromNanoseconds(1_700_000_000_123_456_789)
+    return json.dumps(json_format.MessageToDict(recorded))
+
+
+def test_proto_json_input_may_be_recorded_events_whose_envelopes_are_taken() -> None:
+    recorded = [_recorded_line(line, n) for n, line in enumerate(BINARY_LINES, start=1)]
+    result = _convert("proto-json", "binary", "\n".join(recorded))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == BINARY_LINES
+
+
+def test_a_recorded_event_with_a_misspelt_field_is_a_bad_line() -> None:
+    line = json.loads(_recorded_line(BINARY_LINES[0], 7))
+    line["globalPostion"] = line.pop("globalPosition")
+    result = _convert("proto-json", "binary", json.dumps(line))
+    assert result.returncode == 1
+    assert result.stderr.startswith("line 1: not a RecordedEvent: ")
+    assert "globalPostion" in result.stderr
+
+
+def test_an_output_that_cannot_be_written_is_one_line_and_status_1() -> None:
+    result = _convert("binary", "proto-json", "\n".join(BINARY_LINES), "-o", "/dev/full")
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == "pipeline-events convert: No space left on device"
+    assert "Traceback" not in result.stderr

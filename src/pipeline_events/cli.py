@@ -1,27 +1,148 @@
-"""The `pipeline-events` command line."""
+"""The `pipeline-events` command line: argument parsing and dispatch.
+
+The commands themselves live in `commands` (the client commands), `convert` and
+`service.serve`. Every mistake ends as one line on stderr and an exit status: 2 for
+usage errors (argparse's, and the checks of the argument types below) and for a
+service that cannot be reached, 1 for other failures.
+"""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
-from typing import BinaryIO, TextIO
+import uuid
+from typing import Any, NoReturn
 
-from pipeline_events import __version__
+from pipeline_events import __version__, domain
+
+GRPC_EXTRA_HINT = "this command needs the gRPC extra: pip install 'pipeline-events[grpc]'"
+# Top-level modules of the [grpc] extra and its dependencies (google.rpc: grpcio-status).
+_GRPC_MODULES = ("grpc", "grpc_health", "grpc_reflection", "grpc_status", "google.rpc")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (the usage itself is one --help away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# --- argument types: a bad value is a usage error naming what is allowed -------------------
+
+
+def _positive_int(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
+    return int(text)
+
+
+def _revision(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a revision >= 0, not {text!r}")
+    return int(text)
+
+
+def _start_position(text: str) -> str | int:
+    if text in ("start", "end"):
+        return text
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected start, end or a position >= 0, not {text!r}")
+    return int(text)
+
+
+def _squashed(text: str, prefix: str) -> str:
+    """A name compared without case, underscores, dashes or the proto enum's prefix."""
+    text = text.strip().upper().replace("-", "_")
+    text = text.removeprefix(prefix)
+    return text.replace("_", "")
+
+
+_EVENT_TYPES = {_squashed(name, ""): name for name in domain.EVENT_TYPES}
+_CATEGORIES = {_squashed(member.name, ""): member for member in domain.EventCategory}
+
+
+def _event_type(text: str) -> str:
+    """ChunkProcessed, chunk_processed or EVENT_TYPE_CHUNK_PROCESSED (any case)."""
+    name = _EVENT_TYPES.get(_squashed(text, "EVENT_TYPE_"))
+    if name is None:
+        raise argparse.ArgumentTypeError(
+            f"unknown event type {text!r}; the types are {', '.join(domain.EVENT_TYPES)}"
+        )
+    return name
+
+
+def _category(text: str) -> domain.EventCategory:
+    """processing, PROCESSING or EVENT_CATEGORY_PROCESSING (any case)."""
+    category = _CATEGORIES.get(_squashed(text, "EVENT_CATEGORY_"))
+    if category is None:
+        names = ", ".join(member.name.lower() for member in domain.EventCategory)
+        raise argparse.ArgumentTypeError(
+            f"unknown event category {text!r}; the categories are {names}"
+        )
+    return category
+
+
+def _uuid(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a UUID, not {text!r}") from None
+
+
+def _input_file(text: str) -> str:
+    """An existing file, or - for stdin (checked now, so a typo is a usage error)."""
+    if text != "-" and os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    if text != "-" and not os.path.exists(text):
+        raise argparse.ArgumentTypeError(f"no such file: {text!r}")
+    return text
+
+
+def _output_file(text: str) -> str:
+    """A file to write in an existing directory, or - for stdout."""
+    if text == "-":
+        return text
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is a directory, not a file")
+    directory = os.path.dirname(text) or "."
+    if not os.path.isdir(directory):
+        raise argparse.ArgumentTypeError(f"no such directory: {directory!r} (for {text!r})")
+    return text
+
+
+def _listen_address(text: str) -> Any:
+    from pipeline_events.service.serve import parse_listen
+
+    try:
+        return parse_listen(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+# --- the parser ---------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    from pipeline_events.convert import FORMATS
-
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pipeline-events", description="Publish, store and stream Adaptive Pipeline events."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(commands)
+    _add_publish(commands)
+    _add_tail(commands)
+    _add_history(commands)
+    _client_command(
+        commands, "status", "show whether the service is up and how many events it holds"
+    )
+    _add_demo(commands)
+    _add_convert(commands)
+    return parser
 
+
+def _add_serve(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="run the EventService",
@@ -33,41 +154,105 @@ def build_parser() -> argparse.ArgumentParser:
         help="sqlite:///PATH (default ./pipeline-events.db), sqlite:///PATH?durability=power, or memory://",
     )
     serve.add_argument(
-        "--listen", default="127.0.0.1:50051", help="HOST:PORT (default %(default)s)"
+        "--listen",
+        type=_listen_address,
+        default="127.0.0.1:50051",
+        help="HOST:PORT, [IPV6]:PORT, or port 0 for any free one (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-event-bytes",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="the largest event envelope accepted, in bytes (default: the server's own "
+        "limit, DEFAULT_MAX_EVENT_BYTES)",
     )
 
-    def client_command(name: str, help: str) -> argparse.ArgumentParser:
-        command = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
-        command.add_argument(
-            "--target",
-            default="127.0.0.1:50051",
-            help="the server's HOST:PORT (default %(default)s)",
-        )
-        command.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
-        command.add_argument("--json", action="store_true", help="JSON Lines for machines")
-        return command
 
-    publish = client_command("publish", "publish events from JSON Lines, in batches")
-    publish.add_argument("file", nargs="?", default="-", help="FILE or - for stdin (default)")
-    publish.add_argument("--format", choices=FORMATS, default="rust-json")
-    publish.add_argument("--batch", type=int, default=500, help="events per request")
+def _client_command(commands: Any, name: str, help: str) -> argparse.ArgumentParser:
+    command = commands.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+    command.add_argument(
+        "--target", default="127.0.0.1:50051", help="the server's HOST:PORT (default %(default)s)"
+    )
+    command.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
+    command.add_argument("--json", action="store_true", help="JSON Lines for machines")
+    return command
 
-    tail = client_command("tail", "follow the event log live until interrupted")
+
+def _add_publish(commands: Any) -> None:
+    from pipeline_events.convert import FORMATS
+
+    publish = _client_command(commands, "publish", "publish events from JSON Lines, in batches")
+    publish.add_argument(
+        "file", nargs="?", default="-", type=_input_file, help="FILE or - for stdin (default)"
+    )
+    publish.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="rust-json",
+        help="rust-json (default); proto-json also takes the RecordedEvents of tail --json",
+    )
+    publish.add_argument(
+        "--batch", type=_positive_int, default=500, help="events per request (default 500)"
+    )
+
+
+def _add_tail(commands: Any) -> None:
+    tail = _client_command(commands, "tail", "follow the event log live until interrupted")
     tail.add_argument(
-        "--from", dest="from_", default="end", help="start, end (default) or POSITION"
+        "--from",
+        dest="from_",
+        metavar="POSITION",
+        type=_start_position,
+        default="end",
+        help="start, end (default) or POSITION (continue after it)",
     )
-    tail.add_argument("--type", action="append", help="only this event type (repeatable)")
-    tail.add_argument("--pipeline", action="append", help="only this pipeline id (repeatable)")
+    tail.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop once every event stored so far is shown (exit 0) instead of following",
+    )
+    tail.add_argument(
+        "--type", action="append", type=_event_type, metavar="NAME",
+        help="only this event type, e.g. ChunkProcessed or chunk_processed (repeatable)",
+    )  # fmt: skip
+    tail.add_argument(
+        "--category", action="append", type=_category, metavar="NAME",
+        help="only this category: pipeline_lifecycle, processing, stage, operational (repeatable)",
+    )  # fmt: skip
+    tail.add_argument(
+        "--pipeline",
+        action="append",
+        type=_uuid,
+        metavar="ID",
+        help="only this pipeline (repeatable)",
+    )
+    tail.add_argument(
+        "--processing-id", action="append", type=_uuid, metavar="ID",
+        help="only this processing run (repeatable)",
+    )  # fmt: skip
 
-    history = client_command("history", "show one pipeline's events")
-    history.add_argument("pipeline_id")
 
-    client_command("status", "show whether the service is up and how many events it holds")
+def _add_history(commands: Any) -> None:
+    history = _client_command(commands, "history", "show one pipeline's events")
+    history.add_argument("pipeline_id", type=_uuid)
+    history.add_argument(
+        "--from-revision", type=_revision, default=0, metavar="N",
+        help="the first revision to show (default: the first, or the latest with --backwards)",
+    )  # fmt: skip
+    history.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N events")
+    history.add_argument("--backwards", action="store_true", help="newest first")
 
-    demo = client_command("demo", "simulate realistic pipeline runs through the service")
-    demo.add_argument("--pipelines", type=int, default=3)
-    demo.add_argument("--runs", type=int, default=4, help="processing runs per pipeline")
+
+def _add_demo(commands: Any) -> None:
+    demo = _client_command(commands, "demo", "simulate realistic pipeline runs through the service")
+    demo.add_argument("--pipelines", type=_positive_int, default=3)
+    demo.add_argument("--runs", type=_positive_int, default=4, help="processing runs per pipeline")
     demo.add_argument("--seed", type=int, default=None, help="for a reproducible simulation")
+
+
+def _add_convert(commands: Any) -> None:
+    from pipeline_events.convert import FORMATS
 
     convert = commands.add_parser(
         "convert",
@@ -77,101 +262,72 @@ def build_parser() -> argparse.ArgumentParser:
     )
     convert.add_argument("--from", dest="source", choices=FORMATS, required=True)
     convert.add_argument("--to", dest="target", choices=FORMATS, required=True)
-    convert.add_argument("--input", "-i", help="input file (default: stdin)")
-    convert.add_argument("--output", "-o", help="output file (default: stdout)")
-    return parser
+    convert.add_argument("--input", "-i", type=_input_file, help="input file (default: stdin)")
+    convert.add_argument("--output", "-o", type=_output_file, help="output file (default: stdout)")
 
 
-@contextlib.contextmanager
-def _open_input(path: str | None) -> Iterator[BinaryIO]:
-    if path is None or path == "-":
-        yield sys.stdin.buffer
-    else:
-        with open(path, "rb") as handle:
-            yield handle
-
-
-@contextlib.contextmanager
-def _open_output(path: str | None) -> Iterator[TextIO]:
-    if path is None or path == "-":
-        yield sys.stdout
-    else:
-        with open(path, "w", encoding="utf-8", newline="\n") as handle:
-            yield handle
-
-
-def _lines_with_progress(source: BinaryIO, show: bool) -> Iterator[bytes]:
-    """The input's lines, advancing a progress bar on stderr by bytes read."""
-    if not show:
-        yield from source
-        return
-    from rich.progress import Progress
-
-    try:
-        total: int | None = os.fstat(source.fileno()).st_size or None
-    except (OSError, ValueError):
-        total = None
-    with Progress(console=_stderr_console(), transient=False) as progress:
-        task = progress.add_task("converting", total=total)
-        for line in source:
-            progress.advance(task, len(line))
-            yield line
-
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """`convert`: stream lines from input to output; 1 if any line failed."""
-    from pipeline_events.convert import convert_lines
-
-    failed = 0
-    writing_to_file = args.output not in (None, "-")
-    with _open_input(args.input) as source, _open_output(args.output) as sink:
-        lines = _lines_with_progress(source, show=writing_to_file)
-        for result in convert_lines(lines, args.source, args.target):
-            if result.error is not None:
-                failed += 1
-                print(f"line {result.line}: {result.error}", file=sys.stderr)
-            else:
-                sink.write(result.output + "\n")
-    return 1 if failed else 0
+# --- dispatch -----------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
-    if args.command == "convert":
-        return run_convert(args)
-    if args.command == "serve":
-        return run_serve(args)
-    from pipeline_events import commands
-
-    command = getattr(commands, f"run_{args.command}")
-    return commands.guarded(command, args)
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    """`serve`: log to stderr, serve until a signal, exit 0 after a graceful stop."""
-    import asyncio
-    import logging
-
-    from pipeline_events.service.serve import serve
-
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
     try:
-        asyncio.run(serve(args.store, args.listen))
-    except OSError as error:
-        print(f"pipeline-events serve: {error}", file=sys.stderr)
+        status = _run(args)
+        sys.stdout.flush()  # here, where a closed pipe is still caught below
+    except BrokenPipeError:  # `... | head -1`: the reader has all it wanted
+        _discard_stdout()
+        return 0
+    except OSError as error:  # a file that cannot be read or written, a full disk
+        print(f"pipeline-events {args.command}: {_os_error(error)}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:  # Ctrl-C: stopped on purpose, no traceback
+        return 130
+    return status
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "convert":
+        from pipeline_events.convert import run_convert
+
+        return run_convert(args)
+    try:
+        if args.command == "serve":
+            from pipeline_events.service.serve import run_serve
+
+            return run_serve(args)
+        from pipeline_events import commands
+
+        return commands.guarded(getattr(commands, f"run_{args.command}"), args)
+    except ImportError as error:
+        if not _is_grpc_module(error.name):
+            raise
+        print(f"pipeline-events {args.command}: {GRPC_EXTRA_HINT} ({error})", file=sys.stderr)
+        return 1
+
+
+def _os_error(error: OSError) -> str:
+    """`No space left on device`, with the file when the error names one."""
+    reason = error.strerror or str(error)
+    return f"{error.filename}: {reason}" if error.filename else reason
+
+
+def _is_grpc_module(name: str | None) -> bool:
+    return name is not None and any(
+        name == module or name.startswith(module + ".") for module in _GRPC_MODULES
+    )
+
+
+def _discard_stdout() -> None:
+    """After the reader of stdout went away (`... | head -1`), send what is left nowhere.
+
+    Otherwise the interpreter's last flush of stdout fails again, and prints a warning.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The client commands of the CLI: publish, tail, history, status, demo.
 
 Each takes the parsed arguments and returns an exit status. People get rich
-tables and progress bars on a terminal; `--json` gives JSON Lines for machines.
+tables and progress bars on a terminal; `--json` gives JSON Lines for machines:
+for tail and history, the contract's proto3 JSON of each RecordedEvent, which
+`publish --format proto-json` reads back.
 """
 
 from __future__ import annotations
@@ -9,26 +11,55 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import os
+import re
+import signal
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Any, NamedTuple
 
 import orjson
+from adaptive_pipeline.events.v1 import envelope_pb2
+from google.protobuf import json_format, timestamp_pb2
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline_events import domain
-from pipeline_events.client import ClientError, EventClient, RecordedEvent, ServiceUnavailableError
-from pipeline_events.codecs import proto_json
+from pipeline_events import adapter, domain
+from pipeline_events.client import (
+    ClientError,
+    DeadlineExceededError,
+    DuplicateEventError,
+    EventClient,
+    InvalidArgumentError,
+    PublishResult,
+    RecordedEvent,
+    ServiceUnavailableError,
+)
 from pipeline_events.convert import READERS
 from pipeline_events.errors import DecodeError
 from pipeline_events.store import ExpectedState
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _Console(Console):
+    """rich's Console, printing text as it is (event fields and error messages hold
+    brackets and colons, not markup or emoji codes), and leaving a closed pipe to
+    the CLI's entry point, which ends quietly with status 0 (rich would exit 1)."""
+
+    def __init__(self, **options: Any):
+        super().__init__(highlight=False, soft_wrap=True, markup=False, emoji=False, **options)
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
+out = _Console()
+err = _Console(stderr=True)
 
 
 def _client(args: argparse.Namespace) -> EventClient:
@@ -64,19 +95,23 @@ def _summary(event: domain.Event | domain.UnknownEvent) -> str:
     return " ".join(fields)
 
 
-def _as_json(recorded: RecordedEvent) -> bytes:
-    return orjson.dumps(
-        {
-            "position": recorded.global_position,
-            "revision": recorded.revision,
-            "recorded_at": recorded.recorded_at.isoformat(),
-            "envelope": proto_json.to_dict(recorded.envelope),
-        }
+def contract_json(recorded: RecordedEvent) -> bytes:
+    """The contract's proto3 JSON of a RecordedEvent (envelope, globalPosition, ...)."""
+    seconds, nanos = divmod(recorded.recorded_at.epoch_ns, 1_000_000_000)
+    message = envelope_pb2.RecordedEvent(
+        global_position=recorded.global_position,
+        revision=recorded.revision,
+        recorded_at=timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos),
     )
+    message.envelope.CopyFrom(recorded.envelope)
+    return orjson.dumps(json_format.MessageToDict(message))
 
 
 def _row(recorded: RecordedEvent) -> list[str]:
-    event = recorded.event
+    try:
+        event = recorded.event
+    except DecodeError as error:  # stored by a writer with rules this version does not share
+        return _undecodable_row(recorded, error)
     run = getattr(event, "processing_id", None)
     return [
         str(recorded.global_position),
@@ -89,24 +124,61 @@ def _row(recorded: RecordedEvent) -> list[str]:
     ]
 
 
+def _undecodable_row(recorded: RecordedEvent, error: DecodeError) -> list[str]:
+    """The row of an event that cannot be decoded: what the envelope says, and why."""
+    envelope = recorded.envelope
+    try:
+        occurred = envelope.occurred_at.ToDatetime().strftime("%H:%M:%S.%f")[:-3]
+    except (ValueError, OverflowError, OSError):
+        occurred = "?"
+    return [
+        str(recorded.global_position),
+        str(recorded.revision),
+        occurred,
+        adapter.event_type_name(envelope.event_type),
+        envelope.aggregate_id[:8],
+        "",
+        f"cannot decode this event: {error}",
+    ]
+
+
 COLUMNS = ["position", "rev", "time", "event", "pipeline", "run", "details"]
 
 
 # --- publish -------------------------------------------------------------------------------
 
+_EVENT_FIELD = re.compile(r"events\[(\d+)\](?:\.(.+))?")  # a field violation of one event
 
-def _read_events(path: str, fmt: str, bad: list[str]) -> Iterator[Any]:
-    """Envelopes from JSON Lines; a bad line is recorded in `bad` and skipped."""
+
+class _Read(NamedTuple):
+    """One decoded input line."""
+
+    line: int
+    envelope: Any
+
+
+def _read_events(source: IO[bytes], fmt: str, bad: list[str]) -> Iterator[_Read]:
+    """Envelopes from JSON Lines; a bad line is reported, recorded in `bad` and skipped."""
     read = READERS[fmt]
-    with contextlib.ExitStack() as stack:
-        source = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
-        for number, line in enumerate(source, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield read(line)
-            except DecodeError as error:
-                bad.append(f"line {number}: {error}")
+    for number, line in enumerate(source, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield _Read(number, read(line))
+        except DecodeError as error:
+            bad.append(f"line {number}: {error}")
+            err.print(bad[-1])
+
+
+def _batches(events: Iterator[_Read], size: int) -> Iterator[list[_Read]]:
+    batch: list[_Read] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _progress(total: int | None, description: str) -> Progress:
@@ -116,97 +188,301 @@ def _progress(total: int | None, description: str) -> Progress:
     )  # fmt: skip
 
 
+def _lines(first: int, last: int) -> str:
+    return f"line {first}" if first == last else f"lines {first}-{last}"
+
+
+def _count(number: int, what: str) -> str:
+    return f"{number} {what}" if number == 1 else f"{number} {what}s"
+
+
+class LineError(NamedTuple):
+    """Why the server rejected the events of input lines `first` to `last`."""
+
+    first: int
+    last: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{_lines(self.first, self.last)}: {self.reason}"
+
+
+def line_errors(batch: list[_Read], error: ClientError) -> list[LineError]:
+    """The errors of a rejected batch, by input line.
+
+    The server names events by their index in the batch (`events[3].occurred_at`);
+    this maps them back to the input lines. An error naming no event is the batch's.
+    """
+    found = []
+    if isinstance(error, InvalidArgumentError):
+        for violation in error.field_violations:
+            match = _EVENT_FIELD.fullmatch(violation.field)
+            if match and int(match[1]) < len(batch):
+                line = batch[int(match[1])].line
+                where = f"{match[2]}: " if match[2] else ""
+                found.append(LineError(line, line, where + violation.description))
+    elif isinstance(error, DuplicateEventError):
+        found = [
+            LineError(e.line, e.line, str(error))
+            for e in batch
+            if e.envelope.event_id == error.event_id
+        ]
+    return found or [LineError(batch[0].line, batch[-1].line, str(error))]
+
+
+@dataclass
+class _Report:
+    """What publish did, batch by batch, and the summary it ends with.
+
+    `already_recorded` is per batch: a batch counts as already stored when every event
+    in it was, and as new otherwise (even if some of its events were stored before).
+    """
+
+    bad: list[str] = field(default_factory=list)  # `line N: reason` of undecodable lines
+    new: int = 0
+    already: int = 0
+    lines: tuple[int, int] | None = None  # first and last line of the batches stored
+    positions: tuple[int, int] | None = None  # lowest and highest position of new batches
+    stop: str | None = None  # the rejection that stopped publishing
+    stop_line: int | None = None
+    stop_batch: tuple[int, int] | None = None
+
+    def stored(self, batch: list[_Read], result: PublishResult) -> None:
+        """Count a batch the server accepted."""
+        first = self.lines[0] if self.lines else batch[0].line
+        self.lines = (first, batch[-1].line)
+        if result.already_recorded:
+            self.already += len(batch)
+            return
+        self.new += len(batch)
+        numbers = [p.global_position for p in result.positions]
+        low, high = min(numbers), max(numbers)
+        if self.positions:
+            low, high = min(low, self.positions[0]), max(high, self.positions[1])
+        self.positions = (low, high)
+
+    def rejected(self, batch: list[_Read], error: LineError) -> None:
+        """Note the batch that stopped publishing, and why (its first error)."""
+        self.stop_batch = (batch[0].line, batch[-1].line)
+        self.stop = f"{_lines(error.first, error.last)} rejected: {error.reason}"
+        self.stop_line = error.first
+
+    def text(self) -> str:
+        """The summary for people."""
+        rejected = f"{_count(len(self.bad), 'line')} rejected"
+        if self.stop is None:
+            return f"{self._outcome()}; {rejected}" if self.bad else self._outcome()
+        assert self.stop_batch is not None
+        return (
+            f"{self.stored_text()}; {self.stop}; nothing of its batch "
+            f"({_lines(*self.stop_batch)}) was stored, and nothing after it was sent"
+            + (f"; before it, {rejected}" if self.bad else "")
+        )
+
+    def _outcome(self) -> str:
+        if self.new == 0 and self.already:
+            return f"all {_count(self.already, 'event')} were already stored; nothing new"
+        text = f"published {_count(self.new, 'event')}"
+        if self.positions:
+            text += f" (positions {self.positions[0]}..{self.positions[1]})"
+        if self.already:
+            text += (
+                f"; {self.already} were already stored (counted by batch: a batch counts as "
+                "already stored when all of its events were)"
+            )
+        return text
+
+    def stored_text(self) -> str:
+        """What is stored so far: `stored lines 1-500 (positions 11..510)`."""
+        if self.lines is None:
+            return "stored nothing"
+        text = f"stored {_lines(*self.lines)}"
+        if self.new == 0:
+            return text + " (all of them already stored before)"
+        positions = f"positions {self.positions[0]}..{self.positions[1]}" if self.positions else ""
+        if self.already:
+            positions += f"; {self.already} of the events were already stored before"
+        return f"{text} ({positions})"
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary for machines."""
+        return {
+            "published": self.new,
+            "already_stored": self.already,
+            "first": self.positions[0] if self.positions else None,
+            "last": self.positions[1] if self.positions else None,
+            "rejected": len(self.bad),
+            "stored_lines": list(self.lines) if self.lines else None,
+            "stopped_at_line": self.stop_line,
+            "stop": self.stop,
+        }
+
+
+def _count_lines(path: str) -> int | None:
+    """Non-blank lines of a regular file, for the progress bar (None: stdin, a pipe)."""
+    if path == "-" or not os.path.isfile(path):
+        return None  # a pipe or a FIFO could be read only once
+    with open(path, "rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def run_publish(args: argparse.Namespace) -> int:
-    """`publish`: send events from a JSON Lines file (or stdin) in batches."""
-    bad: list[str] = []
-    published = 0
-    first = last = None
-    total = None
-    if args.file != "-":
-        with open(args.file, "rb") as handle:
-            total = sum(1 for line in handle if line.strip())
+    """`publish`: send events from a JSON Lines file (or stdin) in batches.
+
+    Stops at the first batch the server rejects, reporting the input line(s) it named
+    and exactly which lines were stored before it.
+    """
+    with contextlib.ExitStack() as stack:
+        total = _count_lines(args.file)
+        source = (
+            sys.stdin.buffer if args.file == "-" else stack.enter_context(open(args.file, "rb"))
+        )
+        report = _publish(args, source, total)
+    if args.json:
+        out.print(orjson.dumps(report.as_json()).decode())
+    else:
+        out.print(report.text())
+    return 1 if report.bad or report.stop else 0
+
+
+def _publish(args: argparse.Namespace, source: IO[bytes], total: int | None) -> _Report:
+    report = _Report()
     with _client(args) as client, _progress(total, "publishing") as progress:
         task = progress.add_task("publishing", total=total)
-        batch: list[Any] = []
-
-        def flush() -> None:
-            nonlocal published, first, last
-            if not batch:
-                return
-            result = client.publish(batch)
-            published += len(batch)
-            first = first or result.positions[0].global_position
-            last = result.positions[-1].global_position
+        for batch in _batches(_read_events(source, args.format, report.bad), args.batch):
+            try:
+                result = client.publish([event.envelope for event in batch])
+            except (ServiceUnavailableError, DeadlineExceededError):
+                _interrupted(report)
+                raise
+            except ClientError as error:
+                errors = line_errors(batch, error)
+                for line in errors:
+                    err.print(str(line))
+                report.rejected(batch, errors[0])
+                break
+            report.stored(batch, result)
             progress.advance(task, len(batch))
-            batch.clear()
+    return report
 
-        for envelope in _read_events(args.file, args.format, bad):
-            batch.append(envelope)
-            if len(batch) >= args.batch:
-                flush()
-        flush()
-    for line in bad:
-        err.print(line)
-    if args.json:
-        out.print(
-            orjson.dumps(
-                {"published": published, "first": first, "last": last, "rejected": len(bad)}
-            ).decode()
+
+def _interrupted(report: _Report) -> None:
+    """Before a transport error ends publish: say what was stored (re-running is safe)."""
+    if report.lines is not None:
+        err.print(
+            f"{report.stored_text()} before the error below; publishing the file again is "
+            "safe: events already stored are recognised by their ids"
         )
-    else:
-        span = f" (positions {first}..{last})" if published else ""
-        out.print(f"published {published} events{span}; {len(bad)} lines rejected")
-    return 1 if bad else 0
 
 
 # --- tail and history ----------------------------------------------------------------------
 
 
-def _start(text: str) -> Any:
-    if text in ("start", "end"):
-        return text
+def _write_json(recorded: RecordedEvent, *, flush: bool = False) -> None:
+    sys.stdout.buffer.write(contract_json(recorded) + b"\n")
+    if flush:
+        sys.stdout.buffer.flush()
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops like Ctrl-C.
+
+    `kill`, service managers and test harnesses send SIGTERM, and a process started in
+    the background by a non-interactive shell ignores SIGINT (inherited SIG_IGN).
+    """
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # handled exactly like Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return int(text)
-    except ValueError:
-        raise SystemExit(f"--from takes start, end or a position, not {text!r}") from None
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_tail(args: argparse.Namespace) -> int:
-    """`tail`: follow the log live until interrupted."""
-    with _client(args) as client:
+    """`tail`: follow the log live until interrupted (or until caught up)."""
+    # Ctrl-C or SIGTERM, at any moment: the way to stop following, not an error.
+    with _sigterm_as_interrupt(), contextlib.suppress(KeyboardInterrupt), _client(args) as client:
         subscription = client.subscribe(
-            from_position=_start(args.from_),
+            from_position=args.from_,
             event_types=args.type or (),
+            categories=args.category or (),
             pipeline_ids=args.pipeline or (),
+            processing_ids=args.processing_id or (),
+            # The first CaughtUp follows every event stored before it: closing the
+            # subscription there ends the iteration after the last of them.
+            on_caught_up=(lambda _: subscription.close()) if args.until_caught_up else None,
         )
-        if not args.json:
-            out.print("  ".join(COLUMNS), style="bold")
-        try:
-            for recorded in subscription:
-                if args.json:
-                    sys.stdout.buffer.write(_as_json(recorded) + b"\n")
-                    sys.stdout.flush()
-                else:
-                    out.print("  ".join(_row(recorded)))
-        except KeyboardInterrupt:
-            pass
-        finally:
-            subscription.close()
+        with subscription:
+            if not args.json:
+                out.print("  ".join(COLUMNS), style="bold")
+            show = _show_json if args.json else _show_row
+            _interruptible(lambda: _each(subscription, show), stop=subscription.close)
     return 0
 
 
+def _show_json(recorded: RecordedEvent) -> None:
+    _write_json(recorded, flush=True)  # live: each line as it comes
+
+
+def _show_row(recorded: RecordedEvent) -> None:
+    out.print("  ".join(_row(recorded)))
+
+
+def _each(subscription: Iterator[RecordedEvent], show: Callable[[RecordedEvent], None]) -> None:
+    for recorded in subscription:
+        show(recorded)
+
+
+def _interruptible(work: Callable[[], None], *, stop: Callable[[], None]) -> None:
+    """Run `work` in a thread while this (main) thread waits; `stop` it on the way out.
+
+    Python raises KeyboardInterrupt in the main thread, wherever it is. Inside grpc's
+    iteration it can leave a call half made and the channel's close hanging for ever;
+    so the main thread only waits here. The work's own errors (a closed pipe, a lost
+    service) are raised again here.
+    """
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # raised again in the main thread
+            failures.append(error)
+
+    worker = threading.Thread(target=run, name="pipeline-events-tail", daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.1)
+    finally:
+        stop()
+        worker.join(5)  # one stuck writing to a full pipe is a daemon: left behind
+    if failures:
+        raise failures[0]
+
+
 def run_history(args: argparse.Namespace) -> int:
-    """`history`: one pipeline's events, oldest first."""
+    """`history`: one pipeline's events, oldest first (or newest first with --backwards)."""
     with _client(args) as client:
-        events = client.read_aggregate(args.pipeline_id)
+        events = client.read_aggregate(
+            args.pipeline_id,
+            from_revision=args.from_revision,
+            backwards=args.backwards,
+            limit=args.limit,
+        )
     if args.json:
         for recorded in events:
-            sys.stdout.buffer.write(_as_json(recorded) + b"\n")
+            _write_json(recorded)
         return 0
+    selection = f" from revision {args.from_revision}" if args.from_revision else ""
     if not events:
-        out.print(f"pipeline {args.pipeline_id} has no events")
+        out.print(f"pipeline {args.pipeline_id} has no events{selection}")
         return 0
-    title = f"pipeline {args.pipeline_id}: {len(events)} events"
+    title = f"pipeline {args.pipeline_id}: {_count(len(events), 'event')}{selection}"
     if not out.is_terminal:  # piped: plain columns that never wrap mid-cell
         out.print(title)
         out.print("  ".join(COLUMNS), style="bold")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -71,10 +73,12 @@ class ServerProcess:
         raise RuntimeError("no VmRSS")
 
 
-def start_server_process(store_url: str, port: int = 0) -> ServerProcess:
-    """Start `pipeline-events serve` and wait for its 'listening on' line."""
+def start_server_process(
+    store_url: str, port: int = 0, options: Sequence[str] = ()
+) -> ServerProcess:
+    """Start `pipeline-events serve` (with more `options`) and wait for its 'listening on' line."""
     process = subprocess.Popen(
-        [CLI, "serve", "--store", store_url, "--listen", f"127.0.0.1:{port}"],
+        [CLI, "serve", "--store", store_url, "--listen", f"127.0.0.1:{port}", *options],
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     log: list[str] = []
@@ -94,3 +98,21 @@ def server_process(tmp_path: Path) -> Iterator[ServerProcess]:
     if server.process.poll() is None:
         server.process.kill()
         server.process.wait()
+
+
+def stop_process(
+    process: subprocess.Popen[Any], signum: int = signal.SIGTERM, timeout: float = 30
+) -> int | None:
+    """Stop a child by pid, whatever state it is in: signal it, wait, then kill it.
+
+    Returns its exit status, or None when it had to be killed. SIGTERM by default: a
+    child started by a background test run may ignore SIGINT (inherited SIG_IGN).
+    """
+    if process.poll() is None:
+        process.send_signal(signum)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return None

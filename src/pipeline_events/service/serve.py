@@ -1,33 +1,125 @@
-"""`pipeline-events serve`: open the store, serve until SIGTERM/SIGINT, stop gracefully."""
+"""`pipeline-events serve`: open the store, serve until SIGTERM/SIGINT, stop gracefully.
+
+Importable without the `[grpc]` extra (the CLI checks `--listen` with `parse_listen`
+before it knows whether grpc is installed); the server itself is imported when serving.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
+import re
 import signal
+import socket
+import sqlite3
+import sys
+from typing import TYPE_CHECKING, NamedTuple
 
-from pipeline_events.service.server import start_server
-from pipeline_events.store import open_store
+from pipeline_events.store import EventStore, StoreError, open_store
+
+if TYPE_CHECKING:
+    from pipeline_events.service.server import RunningServer
 
 log = logging.getLogger("pipeline_events.server")
 
 DEFAULT_STORE = "sqlite:///./pipeline-events.db"
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
+# ASCII digits only: int() also takes " 5" and other scripts' digits.
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+class StartupError(ValueError):
+    """The server refused its settings (e.g. a limit out of range)."""
+
+
+class ListenAddress(NamedTuple):
+    """Where the server listens: a host (an IPv6 address without brackets) and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_listen(text: str) -> ListenAddress:
+    """Check a `HOST:PORT` listen address and split it.
+
+    HOST is an IPv4 address, an IPv6 address in brackets (`[::1]:50051`) or a host name
+    that resolves; PORT is 0 (any free port) to 65535, in decimal.
+
+    Raises:
+        ValueError: what is wrong with it, in words meant for the command line.
+    """
+    host, port = _split_host_port(text)
+    if not _PORT.fullmatch(port) or int(port) > 65535:
+        raise ValueError(f"the port must be a number from 0 to 65535, not {port!r} in {text!r}")
+    _resolve(host, int(port))
+    return ListenAddress(host, int(port))
+
+
+def _split_host_port(text: str) -> tuple[str, str]:
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or not rest.startswith(":"):
+            raise ValueError(f"expected [IPV6]:PORT, e.g. [::1]:50051, not {text!r}")
+        port = rest[1:]
+    elif ":" not in text:
+        raise ValueError(f"no port in {text!r}: use HOST:PORT, e.g. 127.0.0.1:50051")
+    elif text.count(":") > 1:
+        raise ValueError(f"an IPv6 address goes in brackets, e.g. [::1]:50051, not {text!r}")
+    else:
+        host, _, port = text.partition(":")
+    if not host:
+        # gRPC would take ":PORT" as every interface; say so explicitly instead.
+        raise ValueError(
+            f"no host in {text!r}: use e.g. 127.0.0.1:PORT, or 0.0.0.0:PORT for every interface"
+        )
+    return host, port
+
+
+def _resolve(host: str, port: int) -> None:
+    """Fail now, in words, rather than let gRPC fail to bind with a vague message."""
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ValueError(f"cannot resolve the host {host!r}: {reason}") from error
+
 
 async def serve(
-    store_url: str = DEFAULT_STORE, listen: str = DEFAULT_LISTEN, grace: float = 10.0
+    store_url: str = DEFAULT_STORE,
+    listen: str | ListenAddress = DEFAULT_LISTEN,
+    grace: float = 10.0,
+    *,
+    max_event_bytes: int | None = None,
 ) -> None:
-    """Run the EventService until a signal; in-flight publishes finish before exit."""
-    store = await open_store(store_url)
+    """Run the EventService until a signal; in-flight publishes finish before exit.
+
+    Args:
+        store_url: the store to open (see `open_store`).
+        listen: HOST:PORT, checked by `parse_listen`.
+        grace: seconds in-flight calls get to finish on stop.
+        max_event_bytes: the largest envelope accepted; None: the server's default.
+
+    Raises:
+        ValueError: a bad listen address.
+        StoreError: the store cannot be opened (an unreadable file too).
+        OSError: the server cannot listen there.
+        StartupError: the server refused a setting (max_event_bytes).
+    """
+    address = listen if isinstance(listen, ListenAddress) else parse_listen(listen)
+    store = await _open(store_url)
     try:
-        running = await start_server(store, listen=listen)
+        running = await _start(store, address, max_event_bytes)
     except BaseException:
         await store.close()
         raise
-    host = listen.rsplit(":", 1)[0]
     # One line, always printed: where it listens and what it stores (tests read the port here).
-    log.info("listening on %s:%d, store %s", host, running.port, store_url)
+    log.info("listening on %s, store %s", ListenAddress(address.host, running.port), store_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -37,3 +129,79 @@ async def serve(
     await running.stop(grace)
     await store.close()
     log.info("stopped")
+
+
+async def _open(store_url: str) -> EventStore:
+    """open_store, with SQLite's and the OS's own errors named as the store's."""
+    try:
+        return await open_store(store_url)
+    except (sqlite3.Error, OSError) as error:
+        raise StoreError(f"cannot open the store {store_url}: {error}") from error
+
+
+def check_can_listen(address: ListenAddress) -> None:
+    """Bind the address once, as gRPC will, and let go: a port in use fails here, in words.
+
+    gRPC's own failure comes with a log line of its C core on stderr and no reason in
+    the exception; start_server still reports it (a port taken in between). Like gRPC,
+    a name that resolves to several addresses needs only one of them to bind.
+
+    Raises:
+        OSError: `cannot listen on HOST:PORT: Address already in use`, or the like.
+    """
+    if address.port == 0:
+        return  # any free port
+    failures = []
+    for family, kind, proto, _, where in socket.getaddrinfo(*address, type=socket.SOCK_STREAM):
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                probe.bind(where)
+                return
+            except OSError as error:
+                failures.append(error)
+    if failures:
+        raise OSError(f"cannot listen on {address}: {failures[0].strerror}") from failures[0]
+
+
+async def _start(
+    store: EventStore, address: ListenAddress, max_event_bytes: int | None
+) -> RunningServer:
+    from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
+
+    check_can_listen(address)
+    try:
+        return await start_server(
+            store, listen=str(address), max_event_bytes=max_event_bytes or DEFAULT_MAX_EVENT_BYTES
+        )
+    except RuntimeError as error:  # older grpc: RuntimeError("Failed to bind to address ...")
+        raise OSError(f"cannot listen on {address}: {error}") from error
+    except ValueError as error:  # a limit start_server refuses
+        raise StartupError(str(error)) from error
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """`serve`: log to stderr, serve until a signal, exit 0 after a graceful stop.
+
+    A store that cannot be opened, an address that cannot be bound or a refused
+    setting is one line on stderr and exit status 1.
+    """
+    # Without the [grpc] extra this fails here, before anything has started.
+    from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        max_event_bytes = args.max_event_bytes or DEFAULT_MAX_EVENT_BYTES
+        asyncio.run(serve(args.store, args.listen, max_event_bytes=max_event_bytes))
+    except (StoreError, OSError, StartupError) as error:
+        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
