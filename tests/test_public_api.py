@@ -6,7 +6,7 @@ import pipeline_events.store
 from pipeline_events.codecs import rust_json
 
 STORE = [
-    "AppendResult", "DuplicateEventError", "EventFilter", "EventStore", "ExpectedRevision",
+    "AggregatePage", "AppendResult", "DuplicateEventError", "EventFilter", "EventStore", "ExpectedRevision",
     "ExpectedState", "InvalidEventError", "MemoryEventStore", "Position", "ProposedEvent", "ReadResult",
     "RecordedEvent", "SQLiteEventStore", "StoreClosedError", "StoreError", "StoreLockedError",
     "WrongExpectedRevisionError", "open_store", "parse_store_url",

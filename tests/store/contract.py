@@ -20,7 +20,13 @@ from pipeline_events.store import (
     StoreClosedError,
     WrongExpectedRevisionError,
 )
-from pipeline_events.store.base import MAX_POSITION, ProposedEvent, framed_size
+from pipeline_events.store.base import (
+    MAX_POSITION,
+    ProposedEvent,
+    framed_size,
+    read_varint,
+    record_envelope,
+)
 
 
 def chunk(
@@ -298,6 +304,29 @@ class EventStoreContract:
         with pytest.raises(WrongExpectedRevisionError):
             await store.append([chunk(a)], {str(a): (1 << 64) - 1})
 
+    async def test_envelopes_come_back_exactly_as_published(self, store: EventStore) -> None:
+        a = uuid.uuid4()
+        envelope = chunk(a)
+        envelope.metadata.update({"b": "2", "a": "1"})
+        canonical = envelope.SerializeToString(deterministic=True)
+        # Another encoder's bytes for the same envelope: the map in the other order, and
+        # the event id again at the end (a parser keeps the last value).
+        b, a_entry = (b"\x42\x06\x0a\x01b\x12\x012", b"\x42\x06\x0a\x01a\x12\x011")
+        plain = envelope_pb2.EventEnvelope()
+        plain.CopyFrom(envelope)
+        plain.metadata.clear()
+        sent = plain.SerializeToString(deterministic=True) + b + a_entry
+        sent += b"\x0a\x24" + envelope.event_id.encode()
+        assert envelope_pb2.EventEnvelope.FromString(sent) == envelope and sent != canonical
+        await store.append([ProposedEvent.of(envelope, sent)])
+        page = await store.read_aggregate_page(str(a), limit=10, max_bytes=1 << 20)
+        assert record_envelopes(page.records) == [sent]
+        assert record_envelopes((await store.read_all()).records) == [sent]
+        assert page.events[0].envelope == envelope
+        # The canonical bytes of the same envelope are a retry, not a conflict.
+        retry = await store.append([envelope])
+        assert retry.already_recorded
+
     async def test_readers_never_see_a_gap_while_writers_append(self, store: EventStore) -> None:
         done = asyncio.Event()
 
@@ -332,6 +361,16 @@ class EventStoreContract:
         await store.close()
         with pytest.raises(StoreClosedError):
             await store.append([chunk(uuid.uuid4())])
+
+
+def record_envelopes(records: bytes) -> list[bytes]:
+    """The envelope bytes inside concatenated records, exactly as the store holds them."""
+    envelopes, offset = [], 0
+    while offset < len(records):
+        length, start = read_varint(records, offset + 1)
+        envelopes.append(record_envelope(records[offset : start + length]))
+        offset = start + length
+    return envelopes
 
 
 def stored_event_id(events: list) -> str:

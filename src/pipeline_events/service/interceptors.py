@@ -2,8 +2,8 @@
 
 - `DecodeGuard`: request bytes that do not parse are answered INVALID_ARGUMENT
   with a short message, logged as one rate-limited line. gRPC's own answer is
-  UNKNOWN and a traceback per call. A stream whose handler opts in (see
-  `TOLERANT_STREAMS`) receives an `Undecodable` item instead and carries on.
+  UNKNOWN and a traceback per call. A stream whose handler opts in
+  (`tolerant_streams`) receives an `Undecodable` item instead and carries on.
 - `CallLimit`: bounds the calls in flight (unary calls and streams apart).
   One more is answered RESOURCE_EXHAUSTED with a google.rpc.RetryInfo, before
   gRPC would shed calls on its own as CANCELLED. Health checks are never
@@ -154,8 +154,10 @@ class DecodeGuard(_CachingInterceptor):
         parse = handler.request_deserializer
         if parse is None:
             return handler
-        type_name = getattr(getattr(parse, "__self__", None), "DESCRIPTOR", None)
-        type_name = type_name.full_name if type_name is not None else "request"
+        # A message class's FromString, or a function that says which type it parses.
+        message_type = getattr(parse, "message_type", None) or getattr(parse, "__self__", None)
+        descriptor = getattr(message_type, "DESCRIPTOR", None)
+        type_name = descriptor.full_name if descriptor is not None else "request"
         log = self._log
 
         def tolerant_parse(data: bytes) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from adaptive_pipeline.events.v1 import service_pb2, service_pb2_grpc
@@ -15,11 +16,19 @@ from grpc_reflection.v1alpha import reflection
 from pipeline_events.service.errors import RpcError, from_store_error, status
 from pipeline_events.service.interceptors import CallLimit, DecodeGuard, Undecodable
 from pipeline_events.service.validation import validate, validate_publish
+from pipeline_events.service.wire import (
+    Received,
+    field_bytes,
+    keeping_bytes,
+    length_delimited,
+    varint_field,
+)
 from pipeline_events.store import (
     EventFilter,
     EventStore,
     ExpectedRevision,
     ExpectedState,
+    ProposedEvent,
     StoreError,
 )
 
@@ -70,6 +79,11 @@ def publish_error(error: RpcError) -> service_pb2.PublishError:
     return rejection
 
 
+def _message(**content: Any) -> bytes:
+    """A SubscribeResponse other than events, serialized (Subscribe answers in bytes)."""
+    return service_pb2.SubscribeResponse(**content).SerializeToString()
+
+
 class EventService(service_pb2_grpc.EventServiceServicer):
     """Implements every RPC of the contract's EventService over one store."""
 
@@ -92,12 +106,23 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         self._stopping.set()
 
     async def _publish(
-        self, request: service_pb2.PublishRequest | service_pb2.PublishStreamRequest
+        self,
+        received: Received[service_pb2.PublishRequest] | Received[service_pb2.PublishStreamRequest],
+        events_field: int,
     ) -> service_pb2.PublishResponse:
-        validate_publish(request, self.max_event_bytes)
+        """Validate and append one publish request (parsed, with its bytes).
+
+        Raises:
+            RpcError: the request was refused; nothing was stored.
+        """
+        request = received.message
+        # Each envelope exactly as sent: it is stored, and served back, as these bytes.
+        sent = field_bytes(received.data, events_field)
+        validate_publish(request, sent, self.max_event_bytes)
         expected = {check.aggregate_id: _expected(check) for check in request.expected_revisions}
         try:
-            result = await self.store.append(request.events, expected)
+            batch = [ProposedEvent.of(e, raw) for e, raw in zip(request.events, sent, strict=True)]
+            result = await self.store.append(batch, expected)
         except StoreError as error:
             raise from_store_error(error) from error
         return service_pb2.PublishResponse(
@@ -108,9 +133,9 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             already_recorded=result.already_recorded,
         )
 
-    async def Publish(self, request, context):
+    async def Publish(self, request: Received[service_pb2.PublishRequest], context):
         try:
-            return await self._publish(request)
+            return await self._publish(request, events_field=1)
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
 
@@ -120,21 +145,20 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 error = publish_error(request.rpc_error())
                 yield service_pb2.PublishStreamResponse(batch_id=0, error=error)
                 continue
+            batch_id = request.message.batch_id
             try:
-                published = await self._publish(request)
+                published = await self._publish(request, events_field=2)
             except RpcError as error:
                 yield service_pb2.PublishStreamResponse(
-                    batch_id=request.batch_id, error=publish_error(error)
+                    batch_id=batch_id, error=publish_error(error)
                 )
             else:
-                yield service_pb2.PublishStreamResponse(
-                    batch_id=request.batch_id, published=published
-                )
+                yield service_pb2.PublishStreamResponse(batch_id=batch_id, published=published)
 
-    async def ReadAggregate(self, request, context):
+    async def ReadAggregate(self, request, context) -> bytes:
         try:
             validate(request)
-            events = await self.store.read_aggregate(
+            page = await self.store.read_aggregate_page(
                 request.aggregate_id,
                 from_revision=request.from_revision,
                 backwards=request.backwards,
@@ -151,17 +175,15 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         # Revisions are contiguous from 1, so where the next page starts follows from
         # the page's last event, whether its count or its bytes ended it.
         next_revision = 0
-        if events:
-            end = events[-1].revision
+        if page.events:
+            end = page.events[-1].revision
             if request.backwards and end > 1:
                 next_revision = end - 1
             elif not request.backwards and end < last_revision:
                 next_revision = end + 1
-        response = service_pb2.ReadAggregateResponse(
-            next_revision=next_revision, last_revision=last_revision
-        )
-        response.events.extend(events)
-        return response
+        # ReadAggregateResponse, written by hand: `events` (field 1) is the records as
+        # stored, each already an `events` entry; then the two revisions.
+        return page.records + varint_field(2, next_revision) + varint_field(3, last_revision)
 
     async def Subscribe(self, request, context):
         try:
@@ -176,9 +198,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         if self._stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
-    async def _subscription(
-        self, request: service_pb2.SubscribeRequest
-    ) -> AsyncIterator[service_pb2.SubscribeResponse]:
+    async def _subscription(self, request: service_pb2.SubscribeRequest) -> AsyncIterator[bytes]:
         """Catch up from the store, then follow it live, always reading by position.
 
         Reading by position is what makes the hand-over gap- and duplicate-free,
@@ -211,28 +231,21 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 max_bytes=self.page_bytes,
             )
             if page.events:
-                response = service_pb2.SubscribeResponse()
-                response.events.events.extend(page.events)
-                yield response
+                # SubscribeResponse.events (field 1), an EventBatch: the records as stored.
+                yield length_delimited(1, page.records)
                 reported = page.events[-1].global_position
             position = page.scanned_to
             behind = position < page.head  # more was committed than this page held
             if behind and live:
                 live = False
-                yield service_pb2.SubscribeResponse(
-                    fell_behind=service_pb2.FellBehind(position=reported)
-                )
+                yield _message(fell_behind=service_pb2.FellBehind(position=reported))
             if position - reported >= interval:
                 reported = position
-                yield service_pb2.SubscribeResponse(
-                    checkpoint=service_pb2.Checkpoint(position=position)
-                )
+                yield _message(checkpoint=service_pb2.Checkpoint(position=position))
             if not behind:
                 if not live:
                     live = True
-                    yield service_pb2.SubscribeResponse(
-                        caught_up=service_pb2.CaughtUp(position=position)
-                    )
+                    yield _message(caught_up=service_pb2.CaughtUp(position=position))
                 await self._wait_for_events(position)
 
     async def _wait_for_events(self, position: int) -> None:
@@ -259,6 +272,49 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 code_pb2.UNIMPLEMENTED, "state queries arrive with the projections"
             ).grpc_status()
         )
+
+
+def _add_event_service(service: EventService, server: grpc.aio.Server) -> None:
+    """Register the EventService as the generated code would, except where it works in bytes.
+
+    Publish and PublishStream keep their requests' bytes beside the parsed message
+    (each envelope is stored exactly as sent); ReadAggregate and Subscribe answer in
+    bytes (the stored records, relayed). Every other message is (de)serialized by the
+    official bindings.
+    """
+    raw = None  # grpc passes bytes through when a serializer is None
+    handlers = {
+        "Publish": grpc.unary_unary_rpc_method_handler(
+            service.Publish,
+            keeping_bytes(service_pb2.PublishRequest),
+            service_pb2.PublishResponse.SerializeToString,
+        ),
+        "PublishStream": grpc.stream_stream_rpc_method_handler(
+            service.PublishStream,
+            keeping_bytes(service_pb2.PublishStreamRequest),
+            service_pb2.PublishStreamResponse.SerializeToString,
+        ),
+        "ReadAggregate": grpc.unary_unary_rpc_method_handler(
+            service.ReadAggregate, service_pb2.ReadAggregateRequest.FromString, raw
+        ),
+        "Subscribe": grpc.unary_stream_rpc_method_handler(
+            service.Subscribe, service_pb2.SubscribeRequest.FromString, raw
+        ),
+        "GetPipelineState": grpc.unary_unary_rpc_method_handler(
+            service.GetPipelineState,
+            service_pb2.GetPipelineStateRequest.FromString,
+            service_pb2.GetPipelineStateResponse.SerializeToString,
+        ),
+        "GetProcessingState": grpc.unary_unary_rpc_method_handler(
+            service.GetProcessingState,
+            service_pb2.GetProcessingStateRequest.FromString,
+            service_pb2.GetProcessingStateResponse.SerializeToString,
+        ),
+    }
+    missing = set(service_pb2.DESCRIPTOR.services_by_name["EventService"].methods_by_name)
+    assert missing == set(handlers), f"RPCs without a handler: {missing - set(handlers)}"
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 @dataclass
@@ -324,7 +380,7 @@ async def start_server(
     service = EventService(
         store, max_event_bytes=max_event_bytes, page_bytes=min(PAGE_BYTES, max_message_bytes // 2)
     )
-    service_pb2_grpc.add_EventServiceServicer_to_server(service, server)
+    _add_event_service(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

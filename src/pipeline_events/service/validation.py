@@ -12,22 +12,24 @@ it back. Its size is bounded (`max_event_bytes`, well under the message
 limit), and so is its nesting (MAX_NESTING levels of messages and groups,
 unknown ones included), far below the 100 levels that protobuf parsers in
 Python, C++ and Java allow a whole message; a response wraps an envelope in
-three more.
+three more. Nesting is measured by the parser itself: the envelopes are
+parsed again inside 68 levels of a wrapper (`too_deep`), which sees what a
+reader will see, unknown groups in map entries included.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import Any
 
 import protovalidate
 from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2
-from google.protobuf.descriptor import Descriptor
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from pipeline_events.service.errors import RpcError, bad_request
+from pipeline_events.store.base import varint
 
 _PAYLOAD_NUMBERS = {
     field.name: field.number
@@ -52,7 +54,6 @@ def field_path(violation: Any) -> str:
 MAX_NESTING = 32
 _KNOWN_TYPES = frozenset(envelope_pb2.EventType.values()) - {0}
 _PAYLOAD_RANGE = range(100, 1000)
-_GROUP = 3  # the wire type of a (deprecated) group, which parsers recurse into
 
 
 def _has_unknown_payload(envelope: envelope_pb2.EventEnvelope) -> bool:
@@ -64,63 +65,64 @@ def _has_unknown_payload(envelope: envelope_pb2.EventEnvelope) -> bool:
     )
 
 
-def nesting_depth(message: Message, limit: int = MAX_NESTING) -> int:
-    """Levels of messages and groups in `message`, itself included, unknown groups too.
+def _probe_type() -> type[Message]:
+    """A message type that nests itself (`inner`, field 1) and holds envelopes (field 2).
 
-    Stops counting once past `limit` (the answer is then limit + 1): an attacker's
-    nesting costs no more than the limit to measure.
+    Built at run time in a private package, outside the contract: it exists only to
+    parse envelopes with part of the parser's depth budget already spent.
     """
-    return _depth(message, limit + 1)
+    file = descriptor_pb2.FileDescriptorProto(
+        name="pipeline_events/internal/nesting_probe.proto",
+        package="pipeline_events.internal",
+        syntax="proto3",
+        dependency=[envelope_pb2.DESCRIPTOR.name],
+    )
+    probe = file.message_type.add(name="NestingProbe")
+    message = descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE
+    probe.field.add(
+        name="inner", number=1, type=message, label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        type_name=".pipeline_events.internal.NestingProbe",
+    )  # fmt: skip
+    probe.field.add(
+        name="envelopes", number=2, type=message, label=descriptor_pb2.FieldDescriptorProto.LABEL_REPEATED,
+        type_name="." + envelope_pb2.EventEnvelope.DESCRIPTOR.full_name,
+    )  # fmt: skip
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(file.name)
+    except KeyError:
+        pool.Add(file)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("pipeline_events.internal.NestingProbe")
+    )
 
 
-def _depth(message: Message, budget: int) -> int:
-    deepest = 0
-    for name, kind in _message_fields(message.DESCRIPTOR):
-        if kind is _SINGLE:
-            if message.HasField(name):
-                deepest = max(deepest, _depth(getattr(message, name), budget - 1))
-        elif kind is _REPEATED:
-            for item in getattr(message, name):
-                deepest = max(deepest, _depth(item, budget - 1))
-        elif kind is _MESSAGE_MAP:  # the entry, then its value message
-            for item in getattr(message, name).values():
-                deepest = max(deepest, 1 + _depth(item, budget - 2))
-        elif getattr(message, name):  # a map of scalars: its entries are one level
-            deepest = max(deepest, 1)
-        if deepest >= budget:
-            return budget
-    unknown = UnknownFieldSet(message)
-    if len(unknown):
-        deepest = max(deepest, _group_depth(unknown, budget - 1))
-    return 1 + deepest
+_PROBE = _probe_type()
+# Python's parser (upb) allows 100 levels; after these wrappers an envelope has
+# MAX_NESTING left, itself included (measured: tests/service/test_limits.py).
+_PROBE_WRAPPERS = 68
+_WRAPPER_TAG = b"\x0a"  # NestingProbe.inner
+_ENVELOPE_TAG = b"\x12"  # NestingProbe.envelopes
 
 
-_SINGLE, _REPEATED, _MESSAGE_MAP, _SCALAR_MAP = "single", "repeated", "message map", "scalar map"
+def _parses_nested(envelopes: Sequence[bytes]) -> bool:
+    """Whether the envelopes parse with only MAX_NESTING levels of depth left."""
+    data = b"".join(_ENVELOPE_TAG + varint(len(e)) + e for e in envelopes)
+    for _ in range(_PROBE_WRAPPERS):
+        data = _WRAPPER_TAG + varint(len(data)) + data
+    try:
+        _PROBE.FromString(data)
+    except Exception:  # DecodeError: the depth limit (the bytes themselves parsed before)
+        return False
+    return True
 
 
-@functools.cache
-def _message_fields(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
-    """The fields of a message type that hold messages, and how (walked by `_depth`)."""
-    fields = []
-    for field in descriptor.fields:
-        if field.message_type is None:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            value = field.message_type.fields_by_name["value"]
-            fields.append((field.name, _MESSAGE_MAP if value.message_type else _SCALAR_MAP))
-        else:
-            fields.append((field.name, _REPEATED if field.is_repeated else _SINGLE))
-    return tuple(fields)
-
-
-def _group_depth(fields: UnknownFieldSet, budget: int) -> int:
-    deepest = 0
-    for field in fields:
-        if field.wire_type == _GROUP:
-            deepest = max(deepest, 1 + _group_depth(field.data, budget - 1))
-            if deepest >= budget:
-                return budget
-    return deepest
+def too_deep(envelopes: Sequence[bytes]) -> list[int]:
+    """Indexes of the envelopes that nest messages and groups, known or unknown (in map
+    entries too), more than MAX_NESTING levels deep. One parse when none does."""
+    if _parses_nested(envelopes):
+        return []
+    return [index for index, envelope in enumerate(envelopes) if not _parses_nested([envelope])]
 
 
 def _timestamp_violations(path: str, seconds: int, nanos: int) -> list[tuple[str, str]]:
@@ -139,10 +141,13 @@ def _waived(path: str, rule_id: str, envelopes: Sequence[envelope_pb2.EventEnvel
 
 
 def envelope_violations(
-    envelopes: Sequence[envelope_pb2.EventEnvelope], max_event_bytes: int | None = None
+    envelopes: Sequence[envelope_pb2.EventEnvelope],
+    sent: Sequence[bytes],
+    max_event_bytes: int,
 ) -> list[tuple[str, str]]:
     """Rules protovalidate cannot express: the EventType matches the payload, timestamp
-    nanos are in range, and the envelope is within the size and nesting limits."""
+    nanos are in range, and each envelope (`sent`: its bytes as received) is within
+    the size and nesting limits."""
     violations = []
     for index, envelope in enumerate(envelopes):
         path = f"events[{index}]"
@@ -156,25 +161,33 @@ def envelope_violations(
             violations += _timestamp_violations(
                 f"{path}.processing_started.security_context.created_at", stamp.seconds, stamp.nanos
             )
-        if max_event_bytes is not None and (size := envelope.ByteSize()) > max_event_bytes:
+        if len(sent[index]) > max_event_bytes:
+            size = len(sent[index])
             violations.append(
                 (
                     path,
                     f"the event is {size:,} bytes; this server takes at most {max_event_bytes:,}",
                 )
             )
-        elif nesting_depth(envelope) > MAX_NESTING:
-            violations.append(
-                (path, f"nests messages or groups more than {MAX_NESTING} levels deep")
-            )
+    for index in too_deep(sent):
+        violations.append(
+            (f"events[{index}]", f"nests messages or groups more than {MAX_NESTING} levels deep")
+        )
     return violations
 
 
 def validate_publish(
     request: service_pb2.PublishRequest | service_pb2.PublishStreamRequest,
-    max_event_bytes: int | None = None,
+    sent: Sequence[bytes],
+    max_event_bytes: int,
 ) -> None:
-    """Raise an INVALID_ARGUMENT RpcError listing every violation of a publish request."""
+    """Raise an INVALID_ARGUMENT RpcError listing every violation of a publish request.
+
+    Args:
+        request: the parsed request.
+        sent: each envelope's bytes as received (see service/wire.py).
+        max_event_bytes: the largest envelope accepted.
+    """
     violations: list[tuple[str, str]] = []
     try:
         protovalidate.validate(request)
@@ -183,7 +196,7 @@ def validate_publish(
             path = field_path(violation)
             if not _waived(path, violation.proto.rule_id, request.events):
                 violations.append((path, violation.proto.message))
-    violations += envelope_violations(request.events, max_event_bytes)
+    violations += envelope_violations(request.events, sent, max_event_bytes)
     seen: set[str] = set()
     for index, expected in enumerate(request.expected_revisions):
         key = expected.aggregate_id.lower()

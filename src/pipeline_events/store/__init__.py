@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipeline_events.store.base import (
+    AggregatePage,
     AppendResult,
     DuplicateEventError,
     EventFilter,
@@ -23,6 +24,7 @@ from pipeline_events.store.memory import MemoryEventStore
 from pipeline_events.store.sqlite import SQLiteEventStore
 
 __all__ = [
+    "AggregatePage",
     "AppendResult",
     "DuplicateEventError",
     "EventFilter",

@@ -103,7 +103,7 @@ class AppendResult:
 RecordedEvent = envelope_pb2.RecordedEvent
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
     """Protobuf base-128 varint of a non-negative int."""
     if value < _TABLED:
         return _VARINTS[value]
@@ -134,16 +134,16 @@ def clamp_position(value: int) -> int:
 
 def framed_size(recorded_size: int) -> int:
     """Bytes of a RecordedEvent of this size framed as an EventBatch entry (a record)."""
-    return 1 + len(_varint(recorded_size)) + recorded_size
+    return 1 + len(varint(recorded_size)) + recorded_size
 
 
 def recorded_at_field(recorded_at_ns: int) -> bytes:
     """RecordedEvent field 4 (a Timestamp), encoded; one per append, shared by its events."""
     seconds, nanos = divmod(recorded_at_ns, 1_000_000_000)
-    body = (b"\x08" + _varint(seconds) if seconds else b"") + (
-        b"\x10" + _varint(nanos) if nanos else b""
+    body = (b"\x08" + varint(seconds) if seconds else b"") + (
+        b"\x10" + varint(nanos) if nanos else b""
     )
-    return b"\x22" + _varint(len(body)) + body
+    return b"\x22" + varint(len(body)) + body
 
 
 def encode_record(data: bytes, position: int, revision: int, recorded_at: bytes) -> bytes:
@@ -155,16 +155,16 @@ def encode_record(data: bytes, position: int, revision: int, recorded_at: bytes)
     """
     size = len(data)
     body = b"".join(
-        (b"\x0a", _VARINTS[size] if size < _TABLED else _varint(size), data,
-         b"\x10", _varint(position),
-         b"\x18", _VARINTS[revision] if revision < _TABLED else _varint(revision),
+        (b"\x0a", _VARINTS[size] if size < _TABLED else varint(size), data,
+         b"\x10", varint(position),
+         b"\x18", _VARINTS[revision] if revision < _TABLED else varint(revision),
          recorded_at)
     )  # fmt: skip
     size = len(body)
-    return b"\x0a" + (_VARINTS[size] if size < _TABLED else _varint(size)) + body
+    return b"\x0a" + (_VARINTS[size] if size < _TABLED else varint(size)) + body
 
 
-def _read_varint(buffer: bytes, offset: int) -> tuple[int, int]:
+def read_varint(buffer: bytes, offset: int) -> tuple[int, int]:
     """(value, offset after it) of the varint at `offset`."""
     value, shift = 0, 0
     while True:
@@ -178,8 +178,8 @@ def _read_varint(buffer: bytes, offset: int) -> tuple[int, int]:
 
 def record_envelope(record: bytes) -> bytes:
     """The envelope bytes inside an `encode_record` record, exactly as appended."""
-    _, offset = _read_varint(record, 1)  # outer tag, then the record's length
-    length, offset = _read_varint(record, offset + 1)  # envelope tag, then its length
+    _, offset = read_varint(record, 1)  # outer tag, then the record's length
+    length, offset = read_varint(record, offset + 1)  # envelope tag, then its length
     return record[offset : offset + length]
 
 
@@ -251,6 +251,16 @@ class ReadResult:
     scanned_to: int
     # The last global position when the page was read; scanned_to < head: more to read.
     head: int
+    # The page's records exactly as stored, concatenated: a serialized EventBatch. The
+    # server relays these bytes, so every envelope goes back exactly as it was published.
+    records: bytes = b""
+
+
+class AggregatePage(NamedTuple):
+    """A page of one aggregate's events, and their records exactly as stored (see ReadResult)."""
+
+    events: Sequence[RecordedEvent]
+    records: bytes
 
 
 def uuid_parts(text: str, what: str) -> tuple[str, bytes]:
@@ -307,8 +317,15 @@ class ProposedEvent(NamedTuple):
     processing_blob: bytes | None
 
     @classmethod
-    def of(cls, envelope: EventEnvelope) -> ProposedEvent:
-        """Extract what the store indexes; the bytes are the deterministic serialization."""
+    def of(cls, envelope: EventEnvelope, data: bytes | None = None) -> ProposedEvent:
+        """Extract what the store indexes.
+
+        Args:
+            envelope: the envelope.
+            data: its bytes exactly as a producer sent them (the server passes them,
+                so they are stored and served back unchanged); None: the envelope's
+                deterministic serialization.
+        """
         case = envelope.WhichOneof("payload")
         processing_id, processing_blob = "", None
         if case in _CASES_WITH_PROCESSING_ID:
@@ -321,7 +338,7 @@ class ProposedEvent(NamedTuple):
         aggregate_id, aggregate_blob = _repeated_uuid_parts(envelope.aggregate_id, "aggregate_id")
         return cls(
             event_id, aggregate_id, envelope.event_type, processing_id,
-            envelope.SerializeToString(deterministic=True),
+            envelope.SerializeToString(deterministic=True) if data is None else data,
             event_blob, aggregate_blob, processing_blob,
         )  # fmt: skip
 
@@ -344,8 +361,10 @@ def plan_append(
 ) -> AppendPlan:
     """The rules of an append, shared by every backend (run inside its atomic section).
 
-    - an event id stored with the same bytes is a retry: it keeps its original
-      position and is not written again; with other bytes it is a conflict;
+    - an event id stored with the same envelope is a retry: it keeps its original
+      position and is not written again (the same bytes, or other bytes that
+      parse to the same envelope: a producer in another language may order map
+      entries differently); with another envelope it is a conflict;
     - expected revisions are checked only for aggregates that get new events,
       so retrying a batch that succeeded succeeds;
     - new events get the next global positions and contiguous revisions.
@@ -367,7 +386,7 @@ def plan_append(
         fresh = []
         for event in batch:
             if event.event_id in existing:
-                if existing[event.event_id][0] != event.data:
+                if not same_envelope(existing[event.event_id][0], event.data):
                     raise DuplicateEventError(event.event_id)
             else:
                 fresh.append(event)
@@ -398,6 +417,17 @@ def plan_append(
     else:
         positions = tuple(position for _, position in new_events)
     return AppendPlan(AppendResult(positions, already_recorded=False), new_events)
+
+
+def same_envelope(stored: bytes, proposed: bytes) -> bool:
+    """Whether two envelope encodings are the same envelope (the same bytes, or equal once
+    parsed: field order, map order and varint forms may differ between encoders)."""
+    if stored == proposed:
+        return True
+    try:
+        return EventEnvelope.FromString(stored) == EventEnvelope.FromString(proposed)
+    except Exception:  # undecodable: then only the bytes could have said "the same"
+        return False
 
 
 def _satisfies(expected: ExpectedRevision, actual: int) -> bool:
@@ -501,6 +531,18 @@ class EventStore(abc.ABC):
         an EventBatch entry, exactly as a response carries it); the first event is
         always returned, whatever its size, so a page is never empty while events remain.
         """
+
+    @abc.abstractmethod
+    async def read_aggregate_page(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int,
+        max_bytes: int,
+    ) -> AggregatePage:
+        """A page of `read_aggregate`, with its records exactly as stored (for relaying)."""
 
     @abc.abstractmethod
     async def read_all(

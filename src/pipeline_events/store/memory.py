@@ -5,9 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from pipeline_events.store.base import (
+    AggregatePage,
     AppendResult,
     EventEnvelope,
     EventFilter,
@@ -21,10 +20,12 @@ from pipeline_events.store.base import (
     StoreClosedError,
     canonical_uuid,
     clamp_position,
-    framed_size,
+    encode_record,
     normalise_expected,
+    parse_records,
     plan_append,
     proposed,
+    recorded_at_field,
 )
 
 
@@ -34,7 +35,7 @@ class MemoryEventStore(EventStore):
     def __init__(self) -> None:
         self._log: list[RecordedEvent] = []  # index = global position - 1
         self._indexed: list[ProposedEvent] = []  # what filters look at, beside _log
-        self._sizes: dict[int, int] = {}  # global position -> record bytes (see base.framed_size)
+        self._records: list[bytes] = []  # index = global position - 1: base.encode_record
         self._by_id: dict[str, tuple[bytes, Position]] = {}  # event id -> (bytes, position)
         self._by_aggregate: dict[str, list[RecordedEvent]] = {}
         self._signal = HeadSignal()
@@ -56,16 +57,13 @@ class MemoryEventStore(EventStore):
             stored=self._stored,
             revision_of=lambda aggregate: len(self._by_aggregate.get(aggregate, ())),
         )
-        now = divmod(time.time_ns(), 1_000_000_000)
+        recorded_at = recorded_at_field(time.time_ns())
         for event, position in plan.new_events:
-            recorded = RecordedEvent(
-                global_position=position.global_position,
-                revision=position.revision,
-                recorded_at=Timestamp(seconds=now[0], nanos=now[1]),
-            )
-            recorded.envelope.MergeFromString(event.data)
+            # Kept as bytes, as SQLite keeps them, so reads relay the envelope as published.
+            record = encode_record(event.data, *position, recorded_at)
+            recorded = parse_records(record)[0]
             self._log.append(recorded)
-            self._sizes[position.global_position] = framed_size(recorded.ByteSize())
+            self._records.append(record)
             self._indexed.append(event)
             self._by_id[event.event_id] = (event.data, position)
             self._by_aggregate.setdefault(event.aggregate_id, []).append(recorded)
@@ -95,13 +93,34 @@ class MemoryEventStore(EventStore):
         selected = selected[:limit] if limit is not None else list(selected)
         return self._within(selected, max_bytes)
 
+    async def read_aggregate_page(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int,
+        max_bytes: int,
+    ) -> AggregatePage:
+        events = await self.read_aggregate(
+            aggregate_id,
+            from_revision=from_revision,
+            backwards=backwards,
+            limit=limit,
+            max_bytes=max_bytes,
+        )
+        return AggregatePage(events, self._join(events))
+
+    def _join(self, events: Sequence[RecordedEvent]) -> bytes:
+        return b"".join(self._records[e.global_position - 1] for e in events)
+
     def _within(self, events: list[RecordedEvent], max_bytes: int | None) -> list[RecordedEvent]:
         """The longest prefix of `events` within `max_bytes` of records, at least one event."""
         if max_bytes is None:
             return events
         total = 0
         for count, recorded in enumerate(events):
-            total += self._sizes[recorded.global_position]
+            total += len(self._records[recorded.global_position - 1])
             if total > max_bytes and count > 0:
                 return events[:count]
         return events
@@ -125,14 +144,14 @@ class MemoryEventStore(EventStore):
         ):
             if filter is None or filter.matches(indexed):
                 if budget is not None:
-                    budget -= self._sizes[recorded.global_position]
+                    budget -= len(self._records[recorded.global_position - 1])
                     if budget < 0 and events:  # full: resume at this event
-                        return ReadResult(events, position, head)
+                        return ReadResult(events, position, head, self._join(events))
                 events.append(recorded)
                 if len(events) == limit:
-                    return ReadResult(events, recorded.global_position, head)
+                    return ReadResult(events, recorded.global_position, head, self._join(events))
             position = recorded.global_position
-        return ReadResult(events, max(head, after_position), head)
+        return ReadResult(events, max(head, after_position), head, self._join(events))
 
     async def head_position(self) -> int:
         self._check_open()

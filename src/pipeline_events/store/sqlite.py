@@ -54,6 +54,7 @@ from typing import Any, Literal
 
 from pipeline_events.store.base import (
     MAX_POSITION,
+    AggregatePage,
     AppendResult,
     EventEnvelope,
     EventFilter,
@@ -771,6 +772,24 @@ class SQLiteEventStore(EventStore):
         )
         return events + list(rest)
 
+    async def read_aggregate_page(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int,
+        max_bytes: int,
+    ) -> AggregatePage:
+        self._check_open()
+        blob = uuid_parts(aggregate_id, "aggregate_id")[1]
+        args = (blob, clamp_position(from_revision), backwards, limit, max_bytes)
+        if limit <= _INLINE_READ:
+            records = self._aggregate_records(*args)
+        else:
+            records = await self._read(self._aggregate_records, *args)
+        return AggregatePage(parse_records(records), records or b"")
+
     def _read_aggregate(
         self,
         blob: bytes,
@@ -779,6 +798,18 @@ class SQLiteEventStore(EventStore):
         limit: int,
         max_bytes: int | None = None,
     ) -> Sequence[RecordedEvent]:
+        return parse_records(
+            self._aggregate_records(blob, from_revision, backwards, limit, max_bytes)
+        )
+
+    def _aggregate_records(
+        self,
+        blob: bytes,
+        from_revision: int,
+        backwards: bool,
+        limit: int,
+        max_bytes: int | None,
+    ) -> bytes | None:
         if backwards:
             bound, where, order = from_revision or MAX_POSITION, "revision <= ?", "revision DESC"
         else:
@@ -786,7 +817,7 @@ class SQLiteEventStore(EventStore):
         records, _ = _select_page(
             self._reader(), f"aggregate_id = ? AND {where}", order, (blob, bound, limit), max_bytes
         )
-        return parse_records(records)
+        return records
 
     async def read_all(
         self,
@@ -833,7 +864,7 @@ class SQLiteEventStore(EventStore):
         # A page cut short by its limit or its bytes resumes after its last event.
         full = len(events) == limit or len(events) < rows
         scanned_to = events[-1].global_position if full else max(end, after)
-        return ReadResult(events, scanned_to, head)
+        return ReadResult(events, scanned_to, head, blob or b"")
 
     async def head_position(self) -> int:
         self._check_open()
