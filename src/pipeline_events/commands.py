@@ -181,10 +181,11 @@ def _batches(events: Iterator[_Read], size: int) -> Iterator[list[_Read]]:
         yield batch
 
 
-def _progress(total: int | None, description: str) -> Progress:
+def _progress(description: str) -> Progress:
+    # Only for people at a terminal: piped or captured stderr gets the errors alone.
     return Progress(
         TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=False, disable=not err.is_terminal and total is None,
+        console=err, transient=False, disable=not err.is_terminal,
     )  # fmt: skip
 
 
@@ -347,7 +348,7 @@ def run_publish(args: argparse.Namespace) -> int:
 
 def _publish(args: argparse.Namespace, source: IO[bytes], total: int | None) -> _Report:
     report = _Report()
-    with _client(args) as client, _progress(total, "publishing") as progress:
+    with _client(args) as client, _progress("publishing") as progress:
         task = progress.add_task("publishing", total=total)
         for batch in _batches(_read_events(source, args.format, report.bad), args.batch):
             try:
@@ -546,7 +547,7 @@ def run_demo(args: argparse.Namespace) -> int:
     total = sum(len(events) for events in pipelines)
     by_type: collections.Counter[str] = collections.Counter()
     started = time.perf_counter()
-    with _client(args) as client, _progress(total, "simulating") as progress:
+    with _client(args) as client, _progress("simulating") as progress:
         task = progress.add_task("simulating", total=total)
         for events in pipelines:
             pipeline = events[0].pipeline_id
