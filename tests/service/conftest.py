@@ -116,3 +116,13 @@ def stop_process(
         process.kill()
         process.wait()
         return None
+
+
+@pytest.fixture(scope="module")
+def memory_server() -> Iterator[ServerProcess]:
+    """`pipeline-events serve --store memory://`, shared by a module's tests, stopped by pid."""
+    process = start_server_process("memory://")
+    try:
+        yield process
+    finally:
+        assert stop_process(process.process) == 0

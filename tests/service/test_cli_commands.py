@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from pipeline_events import adapter, domain
 from pipeline_events.codecs import proto_json, rust_json
 from pipeline_events.commands import COLUMNS
 from pipeline_events.demo import simulate
-from tests.service.conftest import CLI, ServerProcess, start_server_process, stop_process
+from tests.service.conftest import CLI, ServerProcess, stop_process
 
 # Runs the CLI with SIGINT at its default disposition, whatever this process inherited:
 # exec keeps an ignored signal ignored, and Python installs its KeyboardInterrupt
@@ -30,12 +29,8 @@ WITH_SIGINT = (
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    process = start_server_process("memory://")
-    try:
-        yield process
-    finally:
-        assert stop_process(process.process) == 0
+def server(memory_server: ServerProcess) -> ServerProcess:
+    return memory_server
 
 
 def run(server: ServerProcess, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -45,12 +45,8 @@ def one_line(stderr: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[ServerProcess]:
-    process = start_server_process("memory://")
-    try:
-        yield process
-    finally:
-        assert stop_process(process.process) == 0
+def server(memory_server: ServerProcess) -> ServerProcess:
+    return memory_server
 
 
 # --- usage errors -----------------------------------------------------------------------

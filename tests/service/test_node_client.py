@@ -5,13 +5,13 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import ROOT
 from tests.nodejs import prepare, summary
-from tests.service.conftest import ServerProcess, start_server_process
+from tests.service.conftest import ServerProcess
 
 CLIENT_DIR = ROOT / "tests" / "node" / "grpc"
 CHECKS = 7  # the checks client.mjs makes
@@ -31,15 +31,6 @@ def node_client() -> Client:
         )
 
     return run
-
-
-@pytest.fixture
-def memory_server() -> Iterator[ServerProcess]:
-    server = start_server_process("memory://")
-    yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
 
 
 def test_node_client_publishes_and_subscribes(
