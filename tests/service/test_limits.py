@@ -15,7 +15,12 @@ from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_g
 from google.rpc import error_details_pb2
 
 from pipeline_events import adapter, domain
-from pipeline_events.client import AsyncEventClient, RecordedEvent, RetryPolicy
+from pipeline_events.client import (
+    AsyncEventClient,
+    InvalidArgumentError,
+    RecordedEvent,
+    RetryPolicy,
+)
 from pipeline_events.errors import DecodeError
 from pipeline_events.service.server import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -392,3 +397,33 @@ async def test_three_thousand_callers_at_once_are_never_shed_as_cancelled(channe
     codes = {o.code() for o in outcomes if isinstance(o, grpc.aio.AioRpcError)}
     assert codes <= {grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert await head(stub) == sum(not isinstance(o, Exception) for o in outcomes)
+
+
+async def test_long_upstream_strings_are_accepted_up_to_the_documented_limits(running) -> None:
+    # Upstream's strings are unbounded: a 300-character stage name or user id from the
+    # Rust pipeline was refused at 256. Names, ids and codes now take 4,096 characters,
+    # free text 65,536; only the per-event size guards the service beyond that.
+    name, text = "n" * 4096, "t" * 65_536
+    pipeline, run = uuid.uuid4(), uuid.uuid4()
+    context = domain.SecurityContext(user_id=name, encryption_key_id=name, metadata={name: text})
+    events = [
+        domain.PipelineCreated.new(pipeline, name, 3, name),
+        domain.PipelineUpdated.new(pipeline, (text, text), name),
+        domain.ProcessingStarted.new(pipeline, run, "/in/" + "p" * 4000, "/out", 1, context),
+        domain.StageStarted.new(pipeline, run, uuid.uuid4(), name, name),
+        domain.StageFailed.new(pipeline, run, uuid.uuid4(), name, text, name),
+        domain.ProcessingFailed.new(pipeline, run, text, name, name),
+        domain.SecurityViolation.new(
+            pipeline, name, text, domain.SecurityViolationSeverity.HIGH, run, name, name
+        ),
+    ]
+    async with AsyncEventClient(f"127.0.0.1:{running.port}") as client:
+        result = await client.publish(events, correlation_id=name, causation_id=name)
+        assert len(result.positions) == len(events)
+        read = await client.read_aggregate(pipeline)
+        assert [r.event for r in read] == events
+        with pytest.raises(InvalidArgumentError) as raised:
+            await client.publish(domain.PipelineCreated.new(uuid.uuid4(), name + "n", 3))
+        assert [v.field for v in raised.value.field_violations] == [
+            "events[0].pipeline_created.pipeline_name"
+        ]
