@@ -37,6 +37,16 @@ class EventServiceStub:
     different content; NOT_FOUND for a state query about an unknown id;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
+
+    Limits, so that everything accepted can be read back: an envelope is at
+    most the server's event size (1 MiB by default; INVALID_ARGUMENT naming
+    `events[i]` beyond it) and nests at most 32 levels of messages and groups;
+    request bytes that do not parse are INVALID_ARGUMENT. A response page is
+    bounded by bytes (3 MiB by default) as well as by count, and always holds
+    at least one event, so a default client of any language (4 MiB) can read
+    every page. A server over its number of calls in flight answers
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: retry after its delay.
+    Envelopes are stored and served back exactly as their bytes were sent.
     """
 
     def __init__(self, channel):
@@ -89,6 +99,16 @@ class EventServiceServicer:
     different content; NOT_FOUND for a state query about an unknown id;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
+
+    Limits, so that everything accepted can be read back: an envelope is at
+    most the server's event size (1 MiB by default; INVALID_ARGUMENT naming
+    `events[i]` beyond it) and nests at most 32 levels of messages and groups;
+    request bytes that do not parse are INVALID_ARGUMENT. A response page is
+    bounded by bytes (3 MiB by default) as well as by count, and always holds
+    at least one event, so a default client of any language (4 MiB) can read
+    every page. A server over its number of calls in flight answers
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: retry after its delay.
+    Envelopes are stored and served back exactly as their bytes were sent.
     """
 
     def Publish(self, request, context):
@@ -191,6 +211,16 @@ class EventService:
     different content; NOT_FOUND for a state query about an unknown id;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
+
+    Limits, so that everything accepted can be read back: an envelope is at
+    most the server's event size (1 MiB by default; INVALID_ARGUMENT naming
+    `events[i]` beyond it) and nests at most 32 levels of messages and groups;
+    request bytes that do not parse are INVALID_ARGUMENT. A response page is
+    bounded by bytes (3 MiB by default) as well as by count, and always holds
+    at least one event, so a default client of any language (4 MiB) can read
+    every page. A server over its number of calls in flight answers
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: retry after its delay.
+    Envelopes are stored and served back exactly as their bytes were sent.
     """
 
     @staticmethod

@@ -38,6 +38,16 @@ class EventServiceStub:
     different content; NOT_FOUND for a state query about an unknown id;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
+
+    Limits, so that everything accepted can be read back: an envelope is at
+    most the server's event size (1 MiB by default; INVALID_ARGUMENT naming
+    `events[i]` beyond it) and nests at most 32 levels of messages and groups;
+    request bytes that do not parse are INVALID_ARGUMENT. A response page is
+    bounded by bytes (3 MiB by default) as well as by count, and always holds
+    at least one event, so a default client of any language (4 MiB) can read
+    every page. A server over its number of calls in flight answers
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: retry after its delay.
+    Envelopes are stored and served back exactly as their bytes were sent.
     """
 
     @_typing.overload
@@ -78,6 +88,16 @@ class EventServiceAsyncStub(EventServiceStub):
     different content; NOT_FOUND for a state query about an unknown id;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
+
+    Limits, so that everything accepted can be read back: an envelope is at
+    most the server's event size (1 MiB by default; INVALID_ARGUMENT naming
+    `events[i]` beyond it) and nests at most 32 levels of messages and groups;
+    request bytes that do not parse are INVALID_ARGUMENT. A response page is
+    bounded by bytes (3 MiB by default) as well as by count, and always holds
+    at least one event, so a default client of any language (4 MiB) can read
+    every page. A server over its number of calls in flight answers
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: retry after its delay.
+    Envelopes are stored and served back exactly as their bytes were sent.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -114,6 +134,16 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     different content; NOT_FOUND for a state query about an unknown id;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
+
+    Limits, so that everything accepted can be read back: an envelope is at
+    most the server's event size (1 MiB by default; INVALID_ARGUMENT naming
+    `events[i]` beyond it) and nests at most 32 levels of messages and groups;
+    request bytes that do not parse are INVALID_ARGUMENT. A response page is
+    bounded by bytes (3 MiB by default) as well as by count, and always holds
+    at least one event, so a default client of any language (4 MiB) can read
+    every page. A server over its number of calls in flight answers
+    RESOURCE_EXHAUSTED with a google.rpc.RetryInfo: retry after its delay.
+    Envelopes are stored and served back exactly as their bytes were sent.
     """
 
     @_abc_1.abstractmethod
