@@ -40,6 +40,10 @@ protovalidate: $(STAMP) ## Derive buf/validate/validate.proto from the installed
 generate: $(STAMP) ## Regenerate generated/ from proto/
 	$(PYTHON) tools/generate.py
 
+.PHONY: bundle
+bundle: generate ## Write the schema bundle for protoc users: build/pipeline-events-schema-VERSION{/,.tar.gz}
+	$(PYTHON) tools/bundle.py --out build
+
 .PHONY: check-generated
 check-generated: generate ## Fail if generated/ is not what proto/ produces
 	@if [ -n "$$(git status --porcelain -- generated)" ]; then \

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tools import bundle
 
 PROTO_FILES = sorted(p.name for p in (ROOT / "proto/adaptive_pipeline/events/v1").glob("*.proto"))
 
@@ -37,8 +38,23 @@ def test_wheel_contains_bindings_protos_and_descriptor_set(wheel: Path) -> None:
     assert "buf/validate/validate_pb2.py" in names
     assert "adaptive_pipeline_betterproto/adaptive_pipeline/events/v1/__init__.py" in names
     assert "pipeline_events/__init__.py" in names
-    assert {f"{v1}proto/{name}" for name in PROTO_FILES} <= names
     assert not any(name.startswith(("google/", "tests/", "tools/")) for name in names)
+
+
+def test_wheel_ships_the_schema_bundle_tree(wheel: Path) -> None:
+    # The same files as `make bundle`'s tarball, byte for byte, under pipeline_events/bundle/.
+    archive = zipfile.ZipFile(wheel)
+    shipped = {
+        name.removeprefix("pipeline_events/bundle/"): archive.read(name)
+        for name in archive.namelist()
+        if name.startswith("pipeline_events/bundle/")
+    }
+    expected = {name: source.read_bytes() for name, source in bundle.bundle_files().items()}
+    assert shipped == expected
+    assert {"buf/validate/validate.proto", "buf/validate/LICENSE", "descriptor_set.binpb"} <= set(
+        shipped
+    )
+    assert {f"adaptive_pipeline/events/v1/{name}" for name in PROTO_FILES} <= set(shipped)
 
 
 def test_wheel_installs_into_a_fresh_venv_and_imports(wheel: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
@@ -17,6 +18,10 @@ OUT = ROOT / "generated" / "python"
 # so its output must stay a sub-package and never become a sys.path root.
 BETTERPROTO_OUT = OUT / "adaptive_pipeline_betterproto"
 DESCRIPTOR_SET = OUT / "adaptive_pipeline" / "events" / "v1" / "descriptor_set.binpb"
+# protovalidate's schema as source, with its licence, for users of protoc alone:
+# part of the schema bundle (tools/bundle.py) and of the wheel.
+SCHEMA_OUT = ROOT / "generated" / "schema"
+VALIDATE_PROTO = "buf/validate/validate.proto"
 SERVICE_FILES = ["adaptive_pipeline/events/v1/service.proto"]
 # Dataclasses only: the official bindings own the server, the client stubs,
 # reflection and validation (and the descriptor pool, hence no
@@ -56,6 +61,17 @@ def betterproto_plugin() -> Path:
     return plugin
 
 
+def write_validate_schema() -> None:
+    """generated/schema/buf/validate: the derived validate.proto and protovalidate's licence."""
+    target = SCHEMA_OUT / VALIDATE_PROTO
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(PROTOVALIDATE_DIR / VALIDATE_PROTO, target)
+    licence = next(
+        f for f in importlib.metadata.files("protovalidate") or () if f.name == "LICENSE"
+    )
+    shutil.copyfile(licence.locate(), target.parent / "LICENSE")
+
+
 def main() -> None:
     subprocess.run(
         [
@@ -67,21 +83,26 @@ def main() -> None:
         check=True,
     )
     shutil.rmtree(OUT, ignore_errors=True)
+    shutil.rmtree(SCHEMA_OUT, ignore_errors=True)
     BETTERPROTO_OUT.mkdir(parents=True)
     files = proto_files()
     common = [f"-I{PROTO_DIR}", f"--descriptor_set_in={PROTOVALIDATE_SET}"]
+    write_validate_schema()
 
-    # Official bindings and typed stubs (mypy-protobuf), plus the
-    # descriptor set (with comments) that other languages and reflection use.
+    # Official bindings and typed stubs (mypy-protobuf).
+    protoc(*common, f"--python_out={OUT}", f"--mypy_out={OUT}", *files)
+    # The descriptor set that other languages and reflection use: compiled from
+    # source, protovalidate's included, so every file carries its source info
+    # (comments); google/protobuf files only as imported.
     protoc(
-        *common,
-        f"--python_out={OUT}",
-        f"--mypy_out={OUT}",
+        f"-I{PROTO_DIR}",
+        f"-I{SCHEMA_OUT}",
         "--include_imports",
         "--include_source_info",
         f"--descriptor_set_out={DESCRIPTOR_SET}",
         *files,
     )
+    shutil.copyfile(DESCRIPTOR_SET, SCHEMA_OUT / DESCRIPTOR_SET.name)  # the bundle's copy
     # gRPC stubs only for the file that defines a service.
     protoc(*common, f"--grpc_python_out={OUT}", f"--mypy_grpc_out={OUT}", *SERVICE_FILES)
     # The official runtime's binding of buf/validate/validate.proto, which our

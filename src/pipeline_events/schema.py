@@ -22,15 +22,23 @@ def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     return descriptor_pb2.FileDescriptorSet.FromString(data)
 
 
-def proto_files() -> dict[str, str]:
-    """The contract's .proto sources by file name: shipped in the wheel, or proto/ in a checkout."""
-    shipped = bindings_dir().joinpath("proto")
-    if shipped.is_dir():
-        folder = shipped
-    else:  # an editable install: read them from the source tree
-        from pathlib import Path
+def bundle_dir() -> Traversable:
+    """The schema bundle: `protoc -I` this folder (see its README.md, and tools/bundle.py).
 
-        folder = Path(__file__).resolve().parents[2] / "proto" / PACKAGE.replace(".", "/")
+    Shipped in the wheel; in a checkout (an editable install) the folder is `proto/`,
+    which lacks only protovalidate's schema (run `make bundle` for the whole tree).
+    """
+    shipped = resources.files("pipeline_events").joinpath("bundle")
+    if shipped.is_dir():
+        return shipped
+    from pathlib import Path
+
+    return Path(__file__).resolve().parents[2] / "proto"
+
+
+def proto_files() -> dict[str, str]:
+    """The contract's .proto sources by file name (from the bundle, or proto/ in a checkout)."""
+    folder = bundle_dir().joinpath(*PACKAGE.split("."))
     return {
         entry.name: entry.read_text(encoding="utf-8")
         for entry in folder.iterdir()

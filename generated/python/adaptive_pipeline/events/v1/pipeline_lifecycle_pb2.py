@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4adaptive_pipeline/events/v1/pipeline_lifecycle.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\"y\n\x0fPipelineCreated\x12\x1f\n\rpipeline_name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x13\n\x0bstage_count\x18\x02 \x01(\x04\x12!\n\ncreated_by\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_created_by\"g\n\x0fPipelineUpdated\x12\"\n\x07\x63hanges\x18\x01 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10\xe8\x07\"\x06r\x04\x18\x80\x80\x04\x12!\n\nupdated_by\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_updated_by\"C\n\x0fPipelineDeleted\x12!\n\ndeleted_by\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_deleted_byb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n4adaptive_pipeline/events/v1/pipeline_lifecycle.proto\x12\x1b\x61\x64\x61ptive_pipeline.events.v1\x1a\x1b\x62uf/validate/validate.proto\"y\n\x0fPipelineCreated\x12\x1f\n\rpipeline_name\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 \x12\x13\n\x0bstage_count\x18\x02 \x01(\x04\x12!\n\ncreated_by\x18\x03 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_created_by\"g\n\x0fPipelineUpdated\x12\"\n\x07\x63hanges\x18\x01 \x03(\tB\x11\xbaH\x0e\x92\x01\x0b\x10\xe8\x07\"\x06r\x04\x18\x80\x80\x04\x12!\n\nupdated_by\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_updated_by\"C\n\x0fPipelineDeleted\x12!\n\ndeleted_by\x18\x01 \x01(\tB\x08\xbaH\x05r\x03\x18\x80 H\x00\x88\x01\x01\x42\r\n\x0b_deleted_byB\xf8\x01\n\x1dio.adaptivepipeline.events.v1B\x16PipelineLifecycleProtoP\x01ZXgithub.com/adaptive-pipeline/pipeline-events/gen/go/adaptive_pipeline/events/v1;eventsv1\xa2\x02\x03\x41\x45X\xaa\x02\x1a\x41\x64\x61ptivePipeline.Events.V1\xba\x02\x03\x41\x45X\xca\x02\x1a\x41\x64\x61ptivePipeline\\Events\\V1\xea\x02\x1c\x41\x64\x61ptivePipeline::Events::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'adaptive_pipeline.events.v1.pipeline_lifecycle_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\035io.adaptivepipeline.events.v1B\026PipelineLifecycleProtoP\001ZXgithub.com/adaptive-pipeline/pipeline-events/gen/go/adaptive_pipeline/events/v1;eventsv1\242\002\003AEX\252\002\032AdaptivePipeline.Events.V1\272\002\003AEX\312\002\032AdaptivePipeline\\Events\\V1\352\002\034AdaptivePipeline::Events::V1'
   _globals['_PIPELINECREATED'].fields_by_name['pipeline_name']._loaded_options = None
   _globals['_PIPELINECREATED'].fields_by_name['pipeline_name']._serialized_options = b'\272H\005r\003\030\200 '
   _globals['_PIPELINECREATED'].fields_by_name['created_by']._loaded_options = None
