@@ -25,6 +25,19 @@ $(STAMP): requirements-dev.txt pyproject.toml
 	$(PYTHON) -m pip install --quiet -r requirements-dev.txt -e '.[grpc]'
 	touch $@
 
+# Debian's toolchains for the cross-language tests: protoc (the descriptor set, and
+# every consumer), Go with protobuf and gRPC, Java with protobuf-java.
+# NOTE: golang-github-golang-protobuf-1-5-dev: grpc-go's default shim (1.3) panics
+# marshalling oneofs.
+DEBIAN_PACKAGES := protobuf-compiler \
+  golang-go golang-google-protobuf-dev protoc-gen-go \
+  golang-google-grpc-dev protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev \
+  openjdk-17-jdk-headless libprotobuf-java libgoogle-gson-java libguava-java
+
+.PHONY: toolchains
+toolchains: ## Install the Debian packages the cross-language tests need (apt-get; root or sudo)
+	tools/install_debian_packages.sh $(DEBIAN_PACKAGES)
+
 .PHONY: venv
 venv: $(STAMP) ## Create .venv with the pinned toolchain and the package (editable)
 
@@ -67,7 +80,7 @@ breaking: protovalidate ## buf breaking against $(BREAKING_AGAINST) (FILE rules)
 	$(BUF) breaking proto --against build/against.binpb
 
 .PHONY: test
-test: $(STAMP) ## Run the test suite (Python and Node.js)
+test: $(STAMP) toolchains ## Run the test suite (Python, Node.js, Go, Java)
 	$(PYTHON) -m pytest
 
 .PHONY: bench
