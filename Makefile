@@ -29,8 +29,10 @@ $(STAMP): requirements-dev.txt pyproject.toml
 # every consumer), Go with protobuf and gRPC, Java with protobuf-java.
 # NOTE: golang-github-golang-protobuf-1-5-dev: grpc-go's default shim (1.3) panics
 # marshalling oneofs.
-DEBIAN_PACKAGES := protobuf-compiler \
-  golang-go golang-google-protobuf-dev protoc-gen-go \
+# NOTE: libprotobuf-dev holds google/protobuf/*.proto for `protoc -I` (only a Recommends
+# of protobuf-compiler) and the C++ headers.
+DEBIAN_PACKAGES := protobuf-compiler libprotobuf-dev g++ \
+  golang-go golang-google-protobuf-dev protoc-gen-go golang-google-genproto-dev \
   golang-google-grpc-dev protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev \
   openjdk-17-jdk-headless libprotobuf-java libgoogle-gson-java libguava-java
 
