@@ -1,4 +1,5 @@
-"""Second language: buf-generated protobuf-es code decodes every golden vector to its JSON."""
+"""Second language: buf-generated protobuf-es code re-encodes every golden vector, from binary
+and JSON, to its canonical bytes; the differences the manifest lists for it are pinned."""
 
 from __future__ import annotations
 
@@ -57,3 +58,48 @@ def test_node_check_catches_a_corrupt_vector(check_vectors: Checker, tmp_path: P
     assert result.returncode != 0, result.stdout
     assert summary(result.stdout)[1] == 1, result.stdout
     assert f"FAIL {entry['name']}" in result.stdout
+
+
+def _es_differences(manifest: dict) -> dict[str, set[str]]:
+    """Vector name -> the ids of the differences the manifest lists for protobuf-es."""
+    listed: dict[str, set[str]] = {}
+    for vector in manifest["vectors"]:
+        for difference in vector.get("known_differences", []):
+            if difference["runtime"].split()[0] == "protobuf-es":
+                listed.setdefault(vector["name"], set()).add(difference["id"])
+    return listed
+
+
+def test_node_reports_each_pinned_difference(check_vectors: Checker) -> None:
+    listed = _es_differences(json.loads((VECTORS_DIR / "manifest.json").read_text()))
+    assert listed, "the manifest lists no protobuf-es difference any more: drop its pins"
+    result = check_vectors(VECTORS_DIR)
+    lines = {
+        line.split()[1]: line for line in result.stdout.splitlines() if line[:4] in ("ok  ", "FAIL")
+    }
+    for name, ids in listed.items():
+        for difference in ids:
+            assert lines[name].startswith("ok ") and f"known difference {difference}" in lines[name]
+
+
+def test_node_check_fails_a_difference_the_manifest_does_not_list(
+    check_vectors: Checker, tmp_path: Path
+) -> None:
+    vectors = tmp_path / "v1"
+    shutil.copytree(VECTORS_DIR, vectors)
+    manifest = json.loads((vectors / "manifest.json").read_text())
+    listed = _es_differences(manifest)
+    for vector in manifest["vectors"]:
+        vector["known_differences"] = [
+            d
+            for d in vector.get("known_differences", [])
+            if d["runtime"].split()[0] != "protobuf-es"
+        ]
+    (vectors / "manifest.json").write_text(json.dumps(manifest))
+
+    result = check_vectors(vectors)
+    assert result.returncode != 0, result.stdout
+    for name in listed:  # the difference now shows, unpinned ...
+        assert f"FAIL {name}: binary:" in result.stdout
+    assert "FAIL pins: protobuf-es-map-entry-unknown" in result.stdout  # ... and the pin is stale
+    assert summary(result.stdout)[1] == len(listed) + 1, result.stdout

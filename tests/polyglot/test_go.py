@@ -33,6 +33,7 @@ from tests.polyglot.golang_build import (
     VALIDATE_PACKAGE,
     GoEnv,
 )
+from tests.polyglot.known_differences import expected_failures
 from tests.service.conftest import start_server_process, stop_process
 from tools import bundle
 
@@ -167,9 +168,10 @@ def _check_vectors(go: GoBuild, manifest: Path) -> tuple[int, list[dict[str, Any
 def test_go_decodes_and_reencodes_every_golden_vector(go: GoBuild) -> None:
     status, results = _check_vectors(go, VECTORS_DIR / "manifest.json")
     assert [r["name"] for r in results] == [v["name"] for v in MANIFEST]
-    failed = {r["name"]: r["reason"] for r in results if not r["ok"]}
-    assert failed == {}
-    assert status == 0
+    failed = {r["name"]: set(r.get("failed", {})) for r in results if not r["ok"]}
+    # Exactly the differences the manifest pins for protobuf-go, no more and no fewer.
+    assert failed == expected_failures(MANIFEST, "protobuf-go"), [r for r in results if not r["ok"]]
+    assert status == (1 if failed else 0)
 
 
 def test_go_vector_check_catches_a_corrupt_vector(go: GoBuild, tmp_path: Path) -> None:
@@ -184,7 +186,8 @@ def test_go_vector_check_catches_a_corrupt_vector(go: GoBuild, tmp_path: Path) -
 
     status, results = _check_vectors(go, vectors / "manifest.json")
     assert status == 1
-    assert [r["name"] for r in results if not r["ok"]] == [entry["name"]]
+    known = expected_failures(MANIFEST, "protobuf-go")
+    assert [r["name"] for r in results if not r["ok"] and r["name"] not in known] == [entry["name"]]
     assert len(results) == len(MANIFEST)
 
 

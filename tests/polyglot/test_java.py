@@ -31,6 +31,7 @@ from tests.polyglot.java_build import (
     generate_and_compile,
     toolchain,
 )
+from tests.polyglot.known_differences import expected_failures
 from tools import bundle
 
 JAVA_PACKAGE = "io.adaptivepipeline.events.v1"
@@ -194,9 +195,11 @@ def test_java_decodes_and_reencodes_every_vector(java: Java, form: str) -> None:
     manifest = json.loads((VECTORS_DIR / "manifest.json").read_text())
     results, output = _check_vectors(java, form, VECTORS_DIR / "manifest.json")
     assert [r["name"] for r in results] == [v["name"] for v in manifest["vectors"]], output
-    failures = {r["name"]: r.get("reason") for r in results if not r["ok"]}
-    assert not failures, json.dumps(failures, indent=2)
-    assert f"{len(manifest['vectors'])} passed, 0 failed" in output
+    failed = {r["name"]: set(r["failed"]) for r in results if not r["ok"]}
+    # Exactly the differences the manifest pins for protobuf-java, no more and no fewer.
+    known = expected_failures(manifest["vectors"], "protobuf-java")
+    assert failed == known, json.dumps([r for r in results if not r["ok"]], indent=2)
+    assert f"{len(manifest['vectors']) - len(known)} passed, {len(known)} failed" in output
 
 
 def test_java_check_catches_a_corrupt_vector(java: Java, tmp_path: Path) -> None:
@@ -211,7 +214,8 @@ def test_java_check_catches_a_corrupt_vector(java: Java, tmp_path: Path) -> None
     binary.write_bytes(bytes(data))
 
     results, output = _check_vectors(java, "include", vectors / "manifest.json")
-    failed = {r["name"]: r["reason"] for r in results if not r["ok"]}
+    known = expected_failures(manifest["vectors"], "protobuf-java")
+    failed = {r["name"]: r["reason"] for r in results if not r["ok"] and r["name"] not in known}
     assert list(failed) == [entry["name"]], output
     assert "event_id" in failed[entry["name"]], output
 

@@ -11,8 +11,12 @@
 // "binary" file. It also checks the EventType against the entry's
 // "event_type", and that protojson's own output of the decoded message is the
 // vector's JSON (as JSON values: whitespace and number spelling aside). It
-// prints one JSON line per vector, {"name", "ok", "reason"}; the exit status
-// is 1 when any vector fails, 2 when the manifest cannot be read.
+// prints one JSON line per vector, {"name", "ok", "failed"}: "failed" maps
+// each check that failed ("binary": the binary decoded and re-encoded, with
+// the event type; "json": the JSON decoded and re-encoded, and protojson's
+// output) to why, so that a test can pin a known difference on one check.
+// The exit status is 1 when any vector fails, 2 when the manifest cannot be
+// read.
 //
 // Built by file name (go build vectors.go), so that it and client.go, both
 // package main, can share this folder.
@@ -46,9 +50,9 @@ type manifest struct {
 }
 
 type result struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Reason string `json:"reason,omitempty"`
+	Name   string            `json:"name"`
+	OK     bool              `json:"ok"`
+	Failed map[string]string `json:"failed,omitempty"` // check -> why
 }
 
 var deterministic = proto.MarshalOptions{Deterministic: true}
@@ -118,65 +122,92 @@ func equality(got, canonical proto.Message) string {
 }
 
 func check(dir string, v entry) result {
-	fail := func(format string, args ...interface{}) result {
-		return result{Name: v.Name, OK: false, Reason: fmt.Sprintf(format, args...)}
+	r := result{Name: v.Name, OK: true, Failed: map[string]string{}}
+	fromCanonical, why := checkBinary(dir, v)
+	if why != "" {
+		r.Failed["binary"] = why
 	}
+	if v.JSON != nil {
+		if why := checkJSON(dir, v, fromCanonical); why != "" {
+			r.Failed["json"] = why
+		}
+	}
+	r.OK = len(r.Failed) == 0
+	return r
+}
+
+// checkBinary decodes the binary and re-encodes it; it returns the canonical
+// bytes' message (nil if they do not decode) and why the check failed ("": it passed).
+func checkBinary(dir string, v entry) (proto.Message, string) {
 	binary, err := os.ReadFile(filepath.Join(dir, v.Binary))
 	if err != nil {
-		return fail("%v", err)
+		return nil, err.Error()
 	}
 	canonical := binary
 	if v.CanonicalBinary != nil {
 		if canonical, err = os.ReadFile(filepath.Join(dir, *v.CanonicalBinary)); err != nil {
-			return fail("%v", err)
+			return nil, err.Error()
 		}
-	}
-
-	fromBinary := &eventsv1.EventEnvelope{}
-	if err := proto.Unmarshal(binary, fromBinary); err != nil {
-		return fail("proto.Unmarshal: %v", err)
-	}
-	if ok, want := eventTypeMatches(v.EventType, fromBinary.GetEventType()); !ok {
-		return fail("event_type %s, manifest says %s", fromBinary.GetEventType(), want)
 	}
 	fromCanonical := &eventsv1.EventEnvelope{}
 	if err := proto.Unmarshal(canonical, fromCanonical); err != nil {
-		return fail("proto.Unmarshal of the canonical bytes: %v", err)
+		return nil, fmt.Sprintf("proto.Unmarshal of the canonical bytes: %v", err)
+	}
+	fromBinary := &eventsv1.EventEnvelope{}
+	if err := proto.Unmarshal(binary, fromBinary); err != nil {
+		return fromCanonical, fmt.Sprintf("proto.Unmarshal: %v", err)
+	}
+	if ok, want := eventTypeMatches(v.EventType, fromBinary.GetEventType()); !ok {
+		return fromCanonical, fmt.Sprintf("event_type %s, manifest says %s", fromBinary.GetEventType(), want)
 	}
 	encoded, err := deterministic.Marshal(fromBinary)
 	if err != nil {
-		return fail("proto.Marshal of the binary's message: %v", err)
+		return fromCanonical, fmt.Sprintf("proto.Marshal of the binary's message: %v", err)
 	}
 	if diff := sameBytes("binary re-encoded", encoded, canonical); diff != "" {
-		return fail("%s%s", diff, equality(fromBinary, fromCanonical))
+		return fromCanonical, diff + equality(fromBinary, fromCanonical)
 	}
+	return fromCanonical, ""
+}
 
-	if v.JSON == nil {
-		return result{Name: v.Name, OK: true}
+// checkJSON decodes the JSON, re-encodes it as binary, and compares protojson's
+// own output of the canonical message with the JSON; it returns why it failed.
+func checkJSON(dir string, v entry, fromCanonical proto.Message) string {
+	if fromCanonical == nil {
+		return "no canonical message to compare with"
 	}
 	text, err := os.ReadFile(filepath.Join(dir, *v.JSON))
 	if err != nil {
-		return fail("%v", err)
+		return err.Error()
+	}
+	canonical, err := deterministic.Marshal(fromCanonical)
+	if err != nil {
+		return fmt.Sprintf("proto.Marshal of the canonical message: %v", err)
+	}
+	if v.CanonicalBinary == nil { // the binary file is the canonical bytes
+		canonical, _ = os.ReadFile(filepath.Join(dir, v.Binary))
+	} else {
+		canonical, _ = os.ReadFile(filepath.Join(dir, *v.CanonicalBinary))
 	}
 	fromJSON := &eventsv1.EventEnvelope{}
 	if err := protojson.Unmarshal(text, fromJSON); err != nil {
-		return fail("protojson.Unmarshal: %v", err)
+		return fmt.Sprintf("protojson.Unmarshal: %v", err)
 	}
-	encoded, err = deterministic.Marshal(fromJSON)
+	encoded, err := deterministic.Marshal(fromJSON)
 	if err != nil {
-		return fail("proto.Marshal of the JSON's message: %v", err)
+		return fmt.Sprintf("proto.Marshal of the JSON's message: %v", err)
 	}
 	if diff := sameBytes("JSON re-encoded as binary", encoded, canonical); diff != "" {
-		return fail("%s%s", diff, equality(fromJSON, fromCanonical))
+		return diff + equality(fromJSON, fromCanonical)
 	}
-	written, err := protojson.Marshal(fromBinary)
+	written, err := protojson.Marshal(fromCanonical)
 	if err != nil {
-		return fail("protojson.Marshal: %v", err)
+		return fmt.Sprintf("protojson.Marshal: %v", err)
 	}
 	if same, err := sameJSON(written, text); err != nil || !same {
-		return fail("protojson.Marshal wrote %s, the vector's JSON is %s (%v)", written, bytes.TrimSpace(text), err)
+		return fmt.Sprintf("protojson.Marshal wrote %s, the vector's JSON is %s (%v)", written, bytes.TrimSpace(text), err)
 	}
-	return result{Name: v.Name, OK: true}
+	return ""
 }
 
 func main() {

@@ -7,7 +7,9 @@
 // deterministically, to the canonical bytes: the entry's "canonical_binary" file if it has one,
 // else its "binary" file. The JSON protobuf-java prints must parse back to the same bytes, and the
 // envelope's event type must be the manifest's. Prints one JSON line per vector,
-// {"name": ..., "ok": true|false, "reason": ...}, then "N passed, M failed"; exits 1 on a failure.
+// {"name": ..., "ok": true|false, "failed": {check: why}, "reason": ...}, then "N passed, M failed";
+// exits 1 on a failure. The checks are "binary" and "json", so that known differences
+// (the manifest's "known_differences") can be pinned per check.
 import com.google.gson.Gson;
 import com.google.gson.JsonElement;
 import com.google.gson.JsonObject;
@@ -168,9 +170,16 @@ public final class Vectors {
     return field + " (" + bytes + ")";
   }
 
-  /** The problems of one vector (empty when it passes). */
-  static List<String> check(Path dir, JsonObject entry) throws IOException {
-    List<String> problems = new ArrayList<>();
+  /** Adds a problem to the check ("binary" or "json") it belongs to. */
+  static void fail(Map<String, List<String>> problems, String check, String problem) {
+    problems.computeIfAbsent(check, k -> new ArrayList<>()).add(problem);
+  }
+
+  /** The problems of one vector, by check: "binary" (the binary decoded and re-encoded, with
+   * the event type and payload case) and "json" (the JSON decoded and re-encoded, and
+   * JsonFormat's own output); empty when it passes. */
+  static Map<String, List<String>> check(Path dir, JsonObject entry) throws IOException {
+    Map<String, List<String>> problems = new LinkedHashMap<>();
     String binaryName = entry.get("binary").getAsString();
     byte[] binary = Files.readAllBytes(dir.resolve(binaryName));
     String canonicalName = nonNull(entry, "canonical_binary");
@@ -183,7 +192,7 @@ public final class Vectors {
     EventEnvelope fromBinary = EventEnvelope.parseFrom(binary);
     String diff = compare(fromBinary, canonical, expected);
     if (diff != null) {
-      problems.add("binary " + binaryName + " re-encodes differently from " + canonicalName + ": " + diff);
+      fail(problems, "binary", "binary " + binaryName + " re-encodes differently from " + canonicalName + ": " + diff);
     }
 
     String jsonName = nonNull(entry, "json");
@@ -194,10 +203,10 @@ public final class Vectors {
         JsonFormat.parser().merge(json, builder);
         diff = compare(builder.build(), canonical, expected);
         if (diff != null) {
-          problems.add("JSON " + jsonName + " encodes differently from " + canonicalName + ": " + diff);
+          fail(problems, "json", "JSON " + jsonName + " encodes differently from " + canonicalName + ": " + diff);
         }
       } catch (IOException | RuntimeException e) {
-        problems.add("JsonFormat.parser() rejects " + jsonName + ": " + e);
+        fail(problems, "json", "JsonFormat.parser() rejects " + jsonName + ": " + e);
       }
       try {
         String printed = JsonFormat.printer().print(fromBinary);
@@ -205,10 +214,10 @@ public final class Vectors {
         JsonFormat.parser().merge(printed, again);
         diff = compare(again.build(), canonical, expected);
         if (diff != null) {
-          problems.add("the JSON JsonFormat.printer() writes does not parse back to " + canonicalName + ": " + diff);
+          fail(problems, "json", "the JSON JsonFormat.printer() writes does not parse back to " + canonicalName + ": " + diff);
         }
       } catch (IOException | RuntimeException e) {
-        problems.add("JsonFormat.printer() -> parser() fails: " + e);
+        fail(problems, "json", "JsonFormat.printer() -> parser() fails: " + e);
       }
     }
 
@@ -221,13 +230,13 @@ public final class Vectors {
       } else {
         named = EventType.getDescriptor().findValueByName(eventType.getAsString());
         if (named == null) {
-          problems.add("manifest event_type " + eventType.getAsString() + " is not an EventType value");
+          fail(problems, "binary", "manifest event_type " + eventType.getAsString() + " is not an EventType value");
           return problems;
         }
         want = named.getNumber();
       }
       if (fromBinary.getEventTypeValue() != want) {
-        problems.add("event_type is " + fromBinary.getEventTypeValue() + ", the manifest says " + want);
+        fail(problems, "binary", "event_type is " + fromBinary.getEventTypeValue() + ", the manifest says " + want);
       }
       if (named != null && want != 0) {
         // EVENT_TYPE_CHUNK_PROCESSED <-> the oneof case chunk_processed.
@@ -235,7 +244,7 @@ public final class Vectors {
         FieldDescriptor payload = EventEnvelope.getDescriptor().findFieldByName(field);
         EventEnvelope.PayloadCase actual = fromBinary.getPayloadCase();
         if (payload != null && actual.getNumber() != payload.getNumber()) {
-          problems.add("payload case is " + actual + ", expected " + field);
+          fail(problems, "binary", "payload case is " + actual + ", expected " + field);
         }
       }
     }
@@ -263,11 +272,11 @@ public final class Vectors {
     for (JsonElement element : manifest.getAsJsonArray("vectors")) {
       JsonObject entry = element.getAsJsonObject();
       String name = entry.has("name") ? entry.get("name").getAsString() : String.valueOf(entry);
-      List<String> problems;
+      Map<String, List<String>> problems;
       try {
         problems = check(dir, entry);
       } catch (IOException | RuntimeException e) {
-        problems = List.of(e.toString());
+        problems = Map.of("binary", List.of(e.toString()));
       }
       Map<String, Object> line = new LinkedHashMap<>();
       line.put("name", name);
@@ -276,7 +285,10 @@ public final class Vectors {
         passed++;
       } else {
         failed++;
-        line.put("reason", String.join("; ", problems));
+        Map<String, String> reasons = new LinkedHashMap<>();
+        problems.forEach((check, found) -> reasons.put(check, String.join("; ", found)));
+        line.put("failed", reasons);
+        line.put("reason", String.join("; ", reasons.values()));
       }
       System.out.println(gson.toJson(line));
     }
