@@ -427,3 +427,20 @@ async def test_long_upstream_strings_are_accepted_up_to_the_documented_limits(ru
         assert [v.field for v in raised.value.field_violations] == [
             "events[0].pipeline_created.pipeline_name"
         ]
+
+
+async def test_a_map_entry_carrying_an_unknown_field_is_refused(channel, stub) -> None:
+    # upb keeps such an entry whole as an unknown field of the envelope, so validation never
+    # saw its key (an empty one passed min_len 1), and protobuf-es readers failed to decode
+    # every page that held it (the golden vector pipeline_created_metadata_entry_unknown_field).
+    (envelope,) = chunks(uuid.uuid4(), 1)
+    entry = b"\x0a\x00\x12\x01v\x18\x07"  # key "", value "v", and field 3 of the entry
+    data = envelope.SerializeToString(deterministic=True) + b"\x42" + _varint(len(entry)) + entry
+    publish = channel.unary_unary(SERVICE + "Publish")
+    error = await expect_code(
+        publish(b"\x0a" + _varint(len(data)) + data), grpc.StatusCode.INVALID_ARGUMENT
+    )
+    (violation,) = detail(rich_status(error), error_details_pb2.BadRequest).field_violations
+    assert violation.field == "events[0].metadata"
+    assert "neither its key nor its value" in violation.description
+    assert await head(stub) == 0

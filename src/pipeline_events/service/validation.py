@@ -19,12 +19,14 @@ reader will see, unknown groups in map entries included.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import protovalidate
 from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
@@ -125,6 +127,53 @@ def too_deep(envelopes: Sequence[bytes]) -> list[int]:
     return [index for index, envelope in enumerate(envelopes) if not _parses_nested([envelope])]
 
 
+def hidden_map_entries(message: Message) -> list[str]:
+    """Paths of map fields with an entry the parser could not read as one (an unknown field
+    inside the entry): upb keeps such an entry whole as an unknown field of the message, so
+    validation never sees its key, and other runtimes (protobuf-es) fail to decode it."""
+    found = []
+    numbers = _map_numbers(message.DESCRIPTOR)
+    if numbers:
+        for field in UnknownFieldSet(message):
+            if field.field_number in numbers:
+                found.append(numbers[field.field_number])
+    for name, repeated in _toward_maps(message.DESCRIPTOR):
+        if repeated:
+            for index, item in enumerate(getattr(message, name)):
+                found += [f"{name}[{index}].{path}" for path in hidden_map_entries(item)]
+        elif message.HasField(name):
+            found += [f"{name}.{path}" for path in hidden_map_entries(getattr(message, name))]
+    return found
+
+
+@functools.cache
+def _map_numbers(descriptor: Descriptor) -> dict[int, str]:
+    """Field number -> name of a message type's map fields."""
+    return {
+        field.number: field.name
+        for field in descriptor.fields
+        if field.message_type is not None and field.message_type.GetOptions().map_entry
+    }
+
+
+@functools.cache
+def _toward_maps(
+    descriptor: Descriptor, seen: frozenset[str] = frozenset()
+) -> tuple[tuple[str, bool], ...]:
+    """The message fields (name, repeated) below which some message type has a map field.
+
+    Map values are not followed: no map value type of this schema holds a map."""
+    seen = seen | {descriptor.full_name}
+    toward = []
+    for field in descriptor.fields:
+        target = field.message_type
+        if target is None or target.GetOptions().map_entry or target.full_name in seen:
+            continue
+        if _map_numbers(target) or _toward_maps(target, seen):
+            toward.append((field.name, field.is_repeated))
+    return tuple(toward)
+
+
 def _timestamp_violations(path: str, seconds: int, nanos: int) -> list[tuple[str, str]]:
     """The nanos rule the schema cannot state (its years 0001-9999 rule covers the seconds)."""
     if not 0 <= nanos <= 999_999_999:
@@ -146,8 +195,8 @@ def envelope_violations(
     max_event_bytes: int,
 ) -> list[tuple[str, str]]:
     """Rules protovalidate cannot express: the EventType matches the payload, timestamp
-    nanos are in range, and each envelope (`sent`: its bytes as received) is within
-    the size and nesting limits."""
+    nanos are in range, every map entry is one, and each envelope (`sent`: its bytes as
+    received) is within the size and nesting limits."""
     violations = []
     for index, envelope in enumerate(envelopes):
         path = f"events[{index}]"
@@ -160,6 +209,13 @@ def envelope_violations(
             stamp = envelope.processing_started.security_context.created_at
             violations += _timestamp_violations(
                 f"{path}.processing_started.security_context.created_at", stamp.seconds, stamp.nanos
+            )
+        for hidden in hidden_map_entries(envelope):
+            violations.append(
+                (
+                    f"{path}.{hidden}",
+                    "a map entry holds a field that is neither its key nor its value",
+                )
             )
         if len(sent[index]) > max_event_bytes:
             size = len(sent[index])
