@@ -14,7 +14,6 @@ import json
 import math
 import struct
 from collections import defaultdict
-from collections.abc import Iterator
 from typing import Any
 
 import protovalidate
@@ -26,10 +25,16 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from tests.conftest import VECTORS_DIR
-from tools.make_vectors import canonical_map_order, map_key, read_records, write_records
+from tests.vectors_support import DOCUMENT, MANIFEST
+from tests.vectors_support import binary_of as _binary
+from tests.vectors_support import canonical_of as _canonical
+from tests.vectors_support import json_of as _json
+from tests.vectors_support import messages_in as _messages
+from tests.vectors_support import pinned as _pinned
+from tests.vectors_support import read_vector_file as _file
+from tests.vectors_support import upb_keeps_odd_entries as _upb_keeps_odd_entries
+from tools.make_vectors import canonical_map_order
 
-DOCUMENT: dict[str, Any] = json.loads((VECTORS_DIR / "manifest.json").read_text())
-MANIFEST: list[dict[str, Any]] = DOCUMENT["vectors"]
 IDS = [vector["name"] for vector in MANIFEST]
 WITH_JSON = [vector for vector in MANIFEST if vector["json"] is not None]
 WITHOUT_JSON = [vector for vector in MANIFEST if vector["json"] is None]
@@ -47,48 +52,6 @@ VALIDATION_EXEMPT = {
         "server waives the required payload (README: forward compatibility)",
     ),
 }
-
-
-def _file(name: str) -> bytes:
-    return (VECTORS_DIR / name).read_bytes()
-
-
-def _binary(vector: dict[str, Any]) -> bytes:
-    return _file(vector["binary"])
-
-
-def _canonical(vector: dict[str, Any]) -> bytes:
-    return _file(vector.get("canonical_binary") or vector["binary"])
-
-
-def _json(vector: dict[str, Any]) -> str:
-    return (VECTORS_DIR / vector["json"]).read_text()
-
-
-def _pinned(vector: dict[str, Any], runtime: str, check: str) -> set[str]:
-    """The ids of the differences the manifest lists for `runtime` on `check` of `vector`."""
-    return {
-        difference["id"]
-        for difference in vector.get("known_differences", [])
-        if difference["runtime"].split()[0] == runtime and check in difference["checks"]
-    }
-
-
-def _messages(message: Message) -> Iterator[Message]:
-    """The message and every message in it (map values and repeated ones too)."""
-    yield message
-    for field, value in message.ListFields():
-        if field.type != field.TYPE_MESSAGE:
-            continue
-        if field.message_type.GetOptions().map_entry:
-            if field.message_type.fields_by_name["value"].type == field.TYPE_MESSAGE:
-                for item in value.values():
-                    yield from _messages(item)
-        elif field.is_repeated:
-            for item in value:
-                yield from _messages(item)
-        else:
-            yield from _messages(value)
 
 
 # --- The manifest ----------------------------------------------------------------------
@@ -146,24 +109,6 @@ def _decode(vector: dict[str, Any], check: str) -> envelope_pb2.EventEnvelope:
     if check == "binary":
         return envelope_pb2.EventEnvelope.FromString(_binary(vector))
     return json_format.Parse(_json(vector), envelope_pb2.EventEnvelope())
-
-
-def _upb_keeps_odd_entries(vector: dict[str, Any]) -> tuple[bytes, set[bytes]]:
-    """What upb writes for an envelope whose metadata entry holds an unknown field (pinned
-    python-upb-map-entry-unknown): the other entries in the map, and that entry, bytes
-    unchanged, as an unknown field after the known fields. Also the keys the map loses."""
-    odd = [
-        record
-        for record in read_records(_binary(vector))
-        if record[0] == 8 and any(number not in (1, 2) for number, _, _ in read_records(record[2]))
-    ]
-    keys = {map_key(record[2]) for record in odd}
-    kept = [
-        record
-        for record in read_records(_canonical(vector))
-        if not (record[0] == 8 and map_key(record[2]) in keys)
-    ]
-    return write_records(kept + odd), keys
 
 
 @pytest.mark.parametrize(("vector", "check"), CHECKS)
