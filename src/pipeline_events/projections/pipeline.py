@@ -45,7 +45,7 @@ class PipelineChange:
 
 
 @dataclass(slots=True, kw_only=True)
-class PipelineState:
+class PipelineState(snapshot.Snapshots):
     """One pipeline (state.proto's `PipelineState`, plus what issue 11 adds).
 
     `runs` holds every run id seen, in the order first seen, with RUNNING while
@@ -99,19 +99,6 @@ class PipelineState:
         return dataclasses.replace(
             self, history=list(self.history), runs=dict(self.runs), anomalies=list(self.anomalies)
         )
-
-    def to_bytes(self) -> bytes:
-        """A snapshot (see `projections.snapshot`)."""
-        return snapshot.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> PipelineState:
-        """The state of a snapshot.
-
-        Raises:
-            SnapshotError: another fold version's snapshot, or damaged bytes.
-        """
-        return snapshot.decode(data, cls)
 
 
 Handler = Callable[[PipelineState, Any, Folded], None]

@@ -120,7 +120,7 @@ class StageState:
 
 
 @dataclass(slots=True, kw_only=True)
-class ProcessingRunState:
+class ProcessingRunState(snapshot.Snapshots):
     """One processing run (state.proto's `ProcessingRunState`, plus what issue 11 adds).
 
     The counts state.proto carries for exhaustions and violations are properties
@@ -188,19 +188,6 @@ class ProcessingRunState:
             transitions=list(self.transitions),
             anomalies=list(self.anomalies),
         )
-
-    def to_bytes(self) -> bytes:
-        """A snapshot (see `projections.snapshot`)."""
-        return snapshot.encode(self)
-
-    @classmethod
-    def from_bytes(cls, data: bytes) -> ProcessingRunState:
-        """The state of a snapshot.
-
-        Raises:
-            SnapshotError: another fold version's snapshot, or damaged bytes.
-        """
-        return snapshot.decode(data, cls)
 
 
 Handler = Callable[[ProcessingRunState, Any, Folded], None]

@@ -41,6 +41,25 @@ _INT_RANGE = range(-(1 << 63), 1 << 64)  # what orjson writes as a JSON number
 _NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
+class Snapshots:
+    """`to_bytes` and `from_bytes` for a state class (a mixin of the read models' states)."""
+
+    __slots__ = ()  # the states are slotted dataclasses: no __dict__ through the mixin
+
+    def to_bytes(self) -> bytes:
+        """A snapshot of this state (see `encode`)."""
+        return encode(self)
+
+    @classmethod
+    def from_bytes(cls: type[_T], data: bytes) -> _T:
+        """The state of a snapshot.
+
+        Raises:
+            SnapshotError: another fold version's snapshot, or damaged bytes.
+        """
+        return decode(data, cls)
+
+
 def encode(state: object) -> bytes:
     """The snapshot bytes of a state (any of the projections' dataclasses)."""
     cls = type(state)
