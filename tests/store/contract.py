@@ -23,9 +23,9 @@ from pipeline_events.store import (
 from pipeline_events.store.base import (
     MAX_POSITION,
     ProposedEvent,
-    framed_size,
     read_varint,
     record_envelope,
+    varint,
 )
 
 
@@ -361,6 +361,11 @@ class EventStoreContract:
         await store.close()
         with pytest.raises(StoreClosedError):
             await store.append([chunk(uuid.uuid4())])
+
+
+def framed_size(recorded_size: int) -> int:
+    """Bytes of a RecordedEvent of this size framed as an EventBatch entry (a stored record)."""
+    return 1 + len(varint(recorded_size)) + recorded_size
 
 
 def record_envelopes(records: bytes) -> list[bytes]:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar
 
 from adaptive_pipeline.events.v1 import envelope_pb2
 
@@ -109,3 +110,26 @@ class SnapshotError(PipelineEventsError, ValueError):
 def same_id(a: Any, b: Any) -> bool:
     """UUID equality, by identity first: the adapter hands out one object per repeated id."""
     return a is b or a == b
+
+
+class _WithAnomalies(Protocol):
+    anomalies: list[Anomaly]
+
+
+def note(state: _WithAnomalies, kind: AnomalyKind, recorded: Folded, text: str) -> None:
+    """Record an anomaly on a state; the fold goes on."""
+    state.anomalies.append(
+        Anomaly(kind, recorded.position, recorded.event.event_type, f"{kind.value}: {text}")
+    )
+
+
+_H = TypeVar("_H")
+
+
+def handler_for(handlers: Mapping[type, _H], cls: type) -> _H | None:
+    """A fold's handler of an event class, or of the event class a user's subclass extends
+    (None: an UnknownEvent, or anything else this schema does not know)."""
+    handler = handlers.get(cls)
+    if handler is None:
+        handler = next((handlers[base] for base in cls.__mro__ if base in handlers), None)
+    return handler

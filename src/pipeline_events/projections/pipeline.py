@@ -19,7 +19,14 @@ from typing import Any
 
 from pipeline_events import domain
 from pipeline_events.projections import snapshot
-from pipeline_events.projections.base import Anomaly, AnomalyKind, Folded, same_id
+from pipeline_events.projections.base import (
+    Anomaly,
+    AnomalyKind,
+    Folded,
+    handler_for,
+    note,
+    same_id,
+)
 from pipeline_events.projections.processing_run import ProcessingStatus
 
 __all__ = ["PipelineChange", "PipelineState", "PipelineStatus", "apply"]
@@ -125,7 +132,7 @@ def apply(state: PipelineState | None, recorded: Folded) -> PipelineState:
     if state.status is _DELETED:
         _note(state, AnomalyKind.AFTER_DELETE, recorded, f"deleted at {state.deleted_at}")
         return state
-    handler = _HANDLERS.get(type(event)) or _inherited(type(event))
+    handler = handler_for(_HANDLERS, type(event))
     if state.events_folded == 1 and handler is not _created:
         _note(state, AnomalyKind.NOT_CREATED, recorded, "the pipeline's first event")
     if handler is None:
@@ -135,15 +142,7 @@ def apply(state: PipelineState | None, recorded: Folded) -> PipelineState:
     return state
 
 
-def _inherited(cls: type) -> Handler | None:
-    """The handler of a user's subclass of an event class (None: an UnknownEvent)."""
-    return next((_HANDLERS[base] for base in cls.__mro__ if base in _HANDLERS), None)
-
-
-def _note(state: PipelineState, kind: AnomalyKind, recorded: Folded, text: str) -> None:
-    state.anomalies.append(
-        Anomaly(kind, recorded.position, recorded.event.event_type, f"{kind.value}: {text}")
-    )
+_note = note
 
 
 def _created(state: PipelineState, event: domain.PipelineCreated, recorded: Folded) -> None:

@@ -37,7 +37,14 @@ from typing import Any
 
 from pipeline_events import domain
 from pipeline_events.projections import snapshot
-from pipeline_events.projections.base import Anomaly, AnomalyKind, Folded, same_id
+from pipeline_events.projections.base import (
+    Anomaly,
+    AnomalyKind,
+    Folded,
+    handler_for,
+    note,
+    same_id,
+)
 from pipeline_events.timestamps import NanoDatetime
 
 __all__ = [
@@ -230,7 +237,7 @@ def apply(state: ProcessingRunState | None, recorded: Folded) -> ProcessingRunSt
         return state
     state.events_folded += 1
     state.revision = recorded.revision
-    handler = _HANDLERS.get(type(event)) or _inherited(type(event))
+    handler = handler_for(_HANDLERS, type(event))
     if state.status >= _COMPLETED and handler is not _violation:
         _note(state, AnomalyKind.AFTER_END, recorded, f"the run is {state.status.name.lower()}")
         return state
@@ -243,15 +250,7 @@ def apply(state: ProcessingRunState | None, recorded: Folded) -> ProcessingRunSt
     return state
 
 
-def _inherited(cls: type) -> Handler | None:
-    """The handler of a user's subclass of an event class (None: an UnknownEvent)."""
-    return next((_HANDLERS[base] for base in cls.__mro__ if base in _HANDLERS), None)
-
-
-def _note(state: ProcessingRunState, kind: AnomalyKind, recorded: Folded, text: str) -> None:
-    state.anomalies.append(
-        Anomaly(kind, recorded.position, recorded.event.event_type, f"{kind.value}: {text}")
-    )
+_note = note
 
 
 def _transition(state: ProcessingRunState, status: ProcessingStatus, recorded: Folded) -> None:

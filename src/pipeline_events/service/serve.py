@@ -170,12 +170,10 @@ async def _start(
     from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
 
     check_can_listen(address)
-    try:
+    try:  # start_server itself turns gRPC's bind failure into an OSError
         return await start_server(
             store, listen=str(address), max_event_bytes=max_event_bytes or DEFAULT_MAX_EVENT_BYTES
         )
-    except RuntimeError as error:  # older grpc: RuntimeError("Failed to bind to address ...")
-        raise OSError(f"cannot listen on {address}: {error}") from error
     except ValueError as error:  # a limit start_server refuses
         raise StartupError(str(error)) from error
 
@@ -187,7 +185,7 @@ def run_serve(args: argparse.Namespace) -> int:
     setting is one line on stderr and exit status 1.
     """
     # Without the [grpc] extra this fails here, before anything has started.
-    from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES
+    import pipeline_events.service.server  # noqa: F401
 
     logging.basicConfig(
         level=logging.INFO,
@@ -195,8 +193,7 @@ def run_serve(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     try:
-        max_event_bytes = args.max_event_bytes or DEFAULT_MAX_EVENT_BYTES
-        asyncio.run(serve(args.store, args.listen, max_event_bytes=max_event_bytes))
+        asyncio.run(serve(args.store, args.listen, max_event_bytes=args.max_event_bytes))
     except (StoreError, OSError, StartupError) as error:
         print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
         return 1

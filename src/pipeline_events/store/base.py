@@ -132,11 +132,6 @@ def clamp_position(value: int) -> int:
     return value if value <= MAX_POSITION else MAX_POSITION
 
 
-def framed_size(recorded_size: int) -> int:
-    """Bytes of a RecordedEvent of this size framed as an EventBatch entry (a record)."""
-    return 1 + len(varint(recorded_size)) + recorded_size
-
-
 def recorded_at_field(recorded_at_ns: int) -> bytes:
     """RecordedEvent field 4 (a Timestamp), encoded; one per append, shared by its events."""
     seconds, nanos = divmod(recorded_at_ns, 1_000_000_000)
