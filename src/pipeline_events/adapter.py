@@ -9,9 +9,10 @@ reaches generated modules only through this module.
 from __future__ import annotations
 
 import functools
+import typing
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from adaptive_pipeline.events.v1 import (
     common_pb2,
@@ -57,6 +58,7 @@ PAYLOAD_CASES: dict[type[domain.Event], str] = {
         strict=True,
     )
 }
+_R = TypeVar("_R")
 _CLASSES_BY_CASE = {case: cls for cls, case in PAYLOAD_CASES.items()}
 _EVENT_TYPE_NUMBERS = {cls: number for number, cls in enumerate(domain.EVENT_CLASSES, start=1)}
 
@@ -386,6 +388,30 @@ def from_envelope(
         version=envelope.schema_version,
         **own,
     )
+
+
+# --- records (SecurityContext, ProcessingMetrics...) on their own ---------------------------
+
+
+def record_to_proto(value: Any, message: Any) -> None:
+    """Fill a contract message (e.g. common_pb2.ProcessingMetrics) from a domain record.
+
+    Raises:
+        EncodeError: a value does not fit the schema.
+    """
+    try:
+        _record_filler(type(value))(message, value)
+    except (ValueError, TypeError, AttributeError, OverflowError) as error:
+        raise EncodeError(f"{type(value).__name__}: {error}") from error
+
+
+def record_from_proto(cls: type[_R], message: Any) -> _R:
+    """The domain record of class `cls` in a contract message.
+
+    Raises:
+        DecodeError: the message breaks the schema.
+    """
+    return typing.cast(_R, _record_decoder(cls)(message))
 
 
 # --- official <-> betterproto ---------------------------------------------------------------

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the client needs the grpc extra; the folds must not
 #: The meaning of the folds. Bump it whenever a fold would turn the same events into
 #: different states (a new field, a changed rule): snapshots of another version are
 #: refused and the states rebuilt from the log.
-FOLD_VERSION = 1
+FOLD_VERSION = 2  # 2: a run's first_position
 
 
 class Folded(NamedTuple):

@@ -121,6 +121,16 @@ class StageState:
         """Milliseconds from StageCompleted, or the sum of chunk times until then."""
         return self.chunk_time_ms if self.reported_time_ms is None else self.reported_time_ms
 
+    @property
+    def duration_ns(self) -> int | None:
+        """ended_at - started_at in nanoseconds, once both are known."""
+        return _span_ns(self.started_at, self.ended_at)
+
+    @property
+    def duration(self) -> _dt.timedelta | None:
+        """`duration_ns` as a timedelta (to the microsecond)."""
+        return _timedelta(self.duration_ns)
+
     def copy(self) -> StageState:
         """An independent copy."""
         return dataclasses.replace(self)
@@ -154,7 +164,7 @@ class ProcessingRunState(snapshot.Snapshots):
     started_at: datetime | None = None  # occurred_at of ProcessingStarted
     ended_at: datetime | None = None  # occurred_at of the ending event
     last_position: int = 0  # global position of the latest event folded (anomalies too)
-    # Beyond state.proto.
+    first_position: int = 0  # global position of the run's first event (runs list by it)
     revision: int = 0  # pipeline-stream revision of the latest event of this run
     events_folded: int = 0  # events of this run and pipeline folded, anomalies included
     security_context: domain.SecurityContext | None = None  # from ProcessingStarted
@@ -179,6 +189,27 @@ class ProcessingRunState(snapshot.Snapshots):
     def chunks_processed(self) -> int:
         """ChunkProcessed events over all stages."""
         return sum(stage.chunks_processed for stage in self.stages.values())
+
+    @property
+    def duration_ns(self) -> int | None:
+        """ended_at - started_at in nanoseconds, once the run has ended (None before)."""
+        return _span_ns(self.started_at, self.ended_at)
+
+    @property
+    def active_ns(self) -> int | None:
+        """The run's duration less its time paused, once ended."""
+        duration = self.duration_ns
+        return None if duration is None else max(0, duration - self.paused_ns)
+
+    @property
+    def duration(self) -> _dt.timedelta | None:
+        """`duration_ns` as a timedelta (to the microsecond)."""
+        return _timedelta(self.duration_ns)
+
+    @property
+    def active_duration(self) -> _dt.timedelta | None:
+        """`active_ns` as a timedelta (to the microsecond)."""
+        return _timedelta(self.active_ns)
 
     @property
     def paused_time(self) -> _dt.timedelta:
@@ -223,7 +254,11 @@ def apply(state: ProcessingRunState | None, recorded: Folded) -> ProcessingRunSt
     if state is None:
         if processing_id is None:
             raise ValueError(f"{event.event_type} belongs to no processing run")
-        state = ProcessingRunState(processing_id=processing_id, pipeline_id=event.pipeline_id)
+        state = ProcessingRunState(
+            processing_id=processing_id,
+            pipeline_id=event.pipeline_id,
+            first_position=recorded.position,
+        )
     elif processing_id is None:
         if type(event) is not domain.UnknownEvent or not same_id(
             event.pipeline_id, state.pipeline_id
@@ -260,6 +295,17 @@ def _transition(state: ProcessingRunState, status: ProcessingStatus, recorded: F
 
 def _nanos(value: datetime) -> int:
     return NanoDatetime.from_datetime(value).epoch_ns
+
+
+def _timedelta(nanos: int | None) -> _dt.timedelta | None:
+    return None if nanos is None else _dt.timedelta(microseconds=nanos // 1000)
+
+
+def _span_ns(start: datetime | None, end: datetime | None) -> int | None:
+    """end - start in nanoseconds, 0 if the clocks went backwards; None unless both known."""
+    if start is None or end is None:
+        return None
+    return max(0, _nanos(end) - _nanos(start))
 
 
 def _close_pause(state: ProcessingRunState, recorded: Folded) -> None:

@@ -597,21 +597,35 @@ Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
 
 @_typing.final
 class GetPipelineStateRequest(_message.Message):
-    """Request of GetPipelineState."""
+    """State queries answer from projections that follow the log. Each answer
+    carries `position`: the global position the projections have folded up to
+    (at least the state's own last_position). Read-your-writes: a request's
+    `min_position` (e.g. the last position a Publish returned) makes the
+    server wait, up to 2 s or the call's deadline if sooner, until the
+    projections reach it; an answer whose `position` is below the request's
+    `min_position` says they had not. A min_position beyond the log's head
+    is not waited for.
+
+    Request of GetPipelineState.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PIPELINE_ID_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """The pipeline (UUID)."""
+    min_position: _builtins.int
+    """Wait until the projections have folded the log up to here (0: no wait)."""
     def __init__(
         self,
         *,
         pipeline_id: _builtins.str = ...,
+        min_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pipeline_id", b"pipeline_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "pipeline_id", b"pipeline_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -624,6 +638,9 @@ class GetPipelineStateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """How far the projections had folded the log."""
     @_builtins.property
     def state(self) -> _state_pb2.PipelineState:
         """The pipeline's state."""
@@ -632,10 +649,11 @@ class GetPipelineStateResponse(_message.Message):
         self,
         *,
         state: _state_pb2.PipelineState | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -648,16 +666,20 @@ class GetProcessingStateRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROCESSING_ID_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
     processing_id: _builtins.str
     """The processing run (UUID)."""
+    min_position: _builtins.int
+    """Wait until the projections have folded the log up to here (0: no wait)."""
     def __init__(
         self,
         *,
         processing_id: _builtins.str = ...,
+        min_position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["processing_id", b"processing_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "processing_id", b"processing_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -670,6 +692,9 @@ class GetProcessingStateResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATE_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """How far the projections had folded the log."""
     @_builtins.property
     def state(self) -> _state_pb2.ProcessingRunState:
         """The run's state."""
@@ -678,11 +703,84 @@ class GetProcessingStateResponse(_message.Message):
         self,
         *,
         state: _state_pb2.ProcessingRunState | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["position", b"position", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetProcessingStateResponse: _TypeAlias = GetProcessingStateResponse  # noqa: Y015
+
+@_typing.final
+class ListProcessingRunsRequest(_message.Message):
+    """Request of ListProcessingRuns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PIPELINE_ID_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MIN_POSITION_FIELD_NUMBER: _builtins.int
+    pipeline_id: _builtins.str
+    """Only runs of this pipeline (UUID); empty: every pipeline."""
+    page_size: _builtins.int
+    """Runs per page, at most 1000; 0: 100."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty: the first page."""
+    min_position: _builtins.int
+    """As in GetProcessingStateRequest."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[_state_pb2.ProcessingStatus.ValueType]:
+        """Only runs in one of these statuses; empty: every status."""
+
+    def __init__(
+        self,
+        *,
+        pipeline_id: _builtins.str = ...,
+        statuses: _abc.Iterable[_state_pb2.ProcessingStatus.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        min_position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["min_position", b"min_position", "page_size", b"page_size", "page_token", b"page_token", "pipeline_id", b"pipeline_id", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessingRunsRequest: _TypeAlias = ListProcessingRunsRequest  # noqa: Y015
+
+@_typing.final
+class ListProcessingRunsResponse(_message.Message):
+    """Response of ListProcessingRuns."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty: this was the last one."""
+    position: _builtins.int
+    """How far the projections had folded the log."""
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[_state_pb2.ProcessingRunSummary]:
+        """The page's runs, newest first."""
+
+    def __init__(
+        self,
+        *,
+        runs: _abc.Iterable[_state_pb2.ProcessingRunSummary] | None = ...,
+        next_page_token: _builtins.str = ...,
+        position: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "position", b"position", "runs", b"runs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListProcessingRunsResponse: _TypeAlias = ListProcessingRunsResponse  # noqa: Y015

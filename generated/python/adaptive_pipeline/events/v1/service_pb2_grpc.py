@@ -34,7 +34,9 @@ class EventServiceStub:
     (with ErrorInfo reason WRONG_EXPECTED_REVISION and metadata `expected` and
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
-    different content; NOT_FOUND for a state query about an unknown id;
+    different content; NOT_FOUND for a state query about an unknown id
+    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
+    had folded the log);
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -85,6 +87,11 @@ class EventServiceStub:
                 request_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetProcessingStateRequest.SerializeToString,
                 response_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetProcessingStateResponse.FromString,
                 _registered_method=True)
+        self.ListProcessingRuns = channel.unary_unary(
+                '/adaptive_pipeline.events.v1.EventService/ListProcessingRuns',
+                request_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsRequest.SerializeToString,
+                response_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -96,7 +103,9 @@ class EventServiceServicer:
     (with ErrorInfo reason WRONG_EXPECTED_REVISION and metadata `expected` and
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
-    different content; NOT_FOUND for a state query about an unknown id;
+    different content; NOT_FOUND for a state query about an unknown id
+    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
+    had folded the log);
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -158,6 +167,14 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListProcessingRuns(self, request, context):
+        """Runs, newest (first seen latest) first, one page per call; filtered by
+        pipeline and status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -191,6 +208,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     request_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetProcessingStateRequest.FromString,
                     response_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetProcessingStateResponse.SerializeToString,
             ),
+            'ListProcessingRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListProcessingRuns,
+                    request_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsRequest.FromString,
+                    response_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'adaptive_pipeline.events.v1.EventService', rpc_method_handlers)
@@ -208,7 +230,9 @@ class EventService:
     (with ErrorInfo reason WRONG_EXPECTED_REVISION and metadata `expected` and
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
-    different content; NOT_FOUND for a state query about an unknown id;
+    different content; NOT_FOUND for a state query about an unknown id
+    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
+    had folded the log);
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -375,6 +399,33 @@ class EventService:
             '/adaptive_pipeline.events.v1.EventService/GetProcessingState',
             adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetProcessingStateRequest.SerializeToString,
             adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetProcessingStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListProcessingRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/adaptive_pipeline.events.v1.EventService/ListProcessingRuns',
+            adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsRequest.SerializeToString,
+            adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

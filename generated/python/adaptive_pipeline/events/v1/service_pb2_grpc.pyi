@@ -35,7 +35,9 @@ class EventServiceStub:
     (with ErrorInfo reason WRONG_EXPECTED_REVISION and metadata `expected` and
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
-    different content; NOT_FOUND for a state query about an unknown id;
+    different content; NOT_FOUND for a state query about an unknown id
+    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
+    had folded the log);
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -74,6 +76,10 @@ class EventServiceStub:
     """Current state of one pipeline, from the projection."""
     GetProcessingState: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetProcessingStateRequest, _service_pb2.GetProcessingStateResponse]
     """Current state of one processing run, from the projection."""
+    ListProcessingRuns: _grpc.UnaryUnaryMultiCallable[_service_pb2.ListProcessingRunsRequest, _service_pb2.ListProcessingRunsResponse]
+    """Runs, newest (first seen latest) first, one page per call; filtered by
+    pipeline and status.
+    """
 
 @_typing.type_check_only
 class EventServiceAsyncStub(EventServiceStub):
@@ -85,7 +91,9 @@ class EventServiceAsyncStub(EventServiceStub):
     (with ErrorInfo reason WRONG_EXPECTED_REVISION and metadata `expected` and
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
-    different content; NOT_FOUND for a state query about an unknown id;
+    different content; NOT_FOUND for a state query about an unknown id
+    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
+    had folded the log);
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -121,6 +129,10 @@ class EventServiceAsyncStub(EventServiceStub):
     """Current state of one pipeline, from the projection."""
     GetProcessingState: _aio.UnaryUnaryMultiCallable[_service_pb2.GetProcessingStateRequest, _service_pb2.GetProcessingStateResponse]  # type: ignore[assignment]
     """Current state of one processing run, from the projection."""
+    ListProcessingRuns: _aio.UnaryUnaryMultiCallable[_service_pb2.ListProcessingRunsRequest, _service_pb2.ListProcessingRunsResponse]  # type: ignore[assignment]
+    """Runs, newest (first seen latest) first, one page per call; filtered by
+    pipeline and status.
+    """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     """The EventService publishes, stores and streams pipeline events.
@@ -131,7 +143,9 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     (with ErrorInfo reason WRONG_EXPECTED_REVISION and metadata `expected` and
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
-    different content; NOT_FOUND for a state query about an unknown id;
+    different content; NOT_FOUND for a state query about an unknown id
+    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
+    had folded the log);
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -201,5 +215,15 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.GetProcessingStateResponse, _abc.Awaitable[_service_pb2.GetProcessingStateResponse]]:
         """Current state of one processing run, from the projection."""
+
+    @_abc_1.abstractmethod
+    def ListProcessingRuns(
+        self,
+        request: _service_pb2.ListProcessingRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.ListProcessingRunsResponse, _abc.Awaitable[_service_pb2.ListProcessingRunsResponse]]:
+        """Runs, newest (first seen latest) first, one page per call; filtered by
+        pipeline and status.
+        """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

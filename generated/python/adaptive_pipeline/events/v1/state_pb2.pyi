@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from adaptive_pipeline.events.v1 import common_pb2 as _common_pb2
+from adaptive_pipeline.events.v1 import envelope_pb2 as _envelope_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -28,7 +29,9 @@ class _PipelineStatus:
 class _PipelineStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PipelineStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PIPELINE_STATUS_UNSPECIFIED: _PipelineStatus.ValueType  # 0
-    """Never sent by a valid server."""
+    """No PipelineCreated folded: the pipeline is known only from later events
+    (anomaly `not_created`).
+    """
     PIPELINE_STATUS_ACTIVE: _PipelineStatus.ValueType  # 1
     """Created and not deleted."""
     PIPELINE_STATUS_DELETED: _PipelineStatus.ValueType  # 2
@@ -37,13 +40,17 @@ class _PipelineStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Pipeli
 class PipelineStatus(_PipelineStatus, metaclass=_PipelineStatusEnumTypeWrapper):
     """Read models (projections) the service builds from the event log and
     answers state queries from. They are derived data: replaying the log
-    rebuilds them exactly.
+    rebuilds them exactly. An event the lifecycle does not allow is recorded
+    on the state as an Anomaly and the fold goes on: a query never fails
+    because of what the log holds.
 
     Where a pipeline is in its life.
     """
 
 PIPELINE_STATUS_UNSPECIFIED: PipelineStatus.ValueType  # 0
-"""Never sent by a valid server."""
+"""No PipelineCreated folded: the pipeline is known only from later events
+(anomaly `not_created`).
+"""
 PIPELINE_STATUS_ACTIVE: PipelineStatus.ValueType  # 1
 """Created and not deleted."""
 PIPELINE_STATUS_DELETED: PipelineStatus.ValueType  # 2
@@ -57,7 +64,9 @@ class _ProcessingStatus:
 class _ProcessingStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProcessingStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     PROCESSING_STATUS_UNSPECIFIED: _ProcessingStatus.ValueType  # 0
-    """Never sent by a valid server."""
+    """No ProcessingStarted folded: the run is known only from later events
+    (anomaly `not_started`). Never a filter of ListProcessingRuns.
+    """
     PROCESSING_STATUS_RUNNING: _ProcessingStatus.ValueType  # 1
     """Started (or resumed) and not yet ended."""
     PROCESSING_STATUS_PAUSED: _ProcessingStatus.ValueType  # 2
@@ -73,7 +82,9 @@ class ProcessingStatus(_ProcessingStatus, metaclass=_ProcessingStatusEnumTypeWra
     """Where a processing run is in its life."""
 
 PROCESSING_STATUS_UNSPECIFIED: ProcessingStatus.ValueType  # 0
-"""Never sent by a valid server."""
+"""No ProcessingStarted folded: the run is known only from later events
+(anomaly `not_started`). Never a filter of ListProcessingRuns.
+"""
 PROCESSING_STATUS_RUNNING: ProcessingStatus.ValueType  # 1
 """Started (or resumed) and not yet ended."""
 PROCESSING_STATUS_PAUSED: ProcessingStatus.ValueType  # 2
@@ -93,7 +104,9 @@ class _StageStatus:
 class _StageStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StageStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     STAGE_STATUS_UNSPECIFIED: _StageStatus.ValueType  # 0
-    """Never sent by a valid server."""
+    """No StageStarted folded: the stage is known only from its chunks or its
+    end (anomaly `stage_not_started`).
+    """
     STAGE_STATUS_RUNNING: _StageStatus.ValueType  # 1
     STAGE_STATUS_COMPLETED: _StageStatus.ValueType  # 2
     STAGE_STATUS_FAILED: _StageStatus.ValueType  # 3
@@ -102,7 +115,9 @@ class StageStatus(_StageStatus, metaclass=_StageStatusEnumTypeWrapper):
     """Where a stage of a run is."""
 
 STAGE_STATUS_UNSPECIFIED: StageStatus.ValueType  # 0
-"""Never sent by a valid server."""
+"""No StageStarted folded: the stage is known only from its chunks or its
+end (anomaly `stage_not_started`).
+"""
 STAGE_STATUS_RUNNING: StageStatus.ValueType  # 1
 STAGE_STATUS_COMPLETED: StageStatus.ValueType  # 2
 STAGE_STATUS_FAILED: StageStatus.ValueType  # 3
@@ -129,6 +144,13 @@ class PipelineState(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
+    DELETED_BY_FIELD_NUMBER: _builtins.int
+    DELETED_AT_FIELD_NUMBER: _builtins.int
+    LAST_POSITION_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
+    RUNS_FIELD_NUMBER: _builtins.int
+    ANOMALIES_FIELD_NUMBER: _builtins.int
+    EVENTS_FOLDED_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """The pipeline (aggregate) id."""
     pipeline_name: _builtins.str
@@ -148,6 +170,12 @@ class PipelineState(_message.Message):
     """Security violations recorded against this pipeline."""
     revision: _builtins.int
     """Revision of the latest event folded into this state."""
+    deleted_by: _builtins.str
+    """Who deleted it and when (PipelineDeleted), if deleted."""
+    last_position: _builtins.int
+    """Global position of the latest event folded into this state."""
+    events_folded: _builtins.int
+    """Events of this pipeline folded, anomalies included."""
     @_builtins.property
     def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Every change description from PipelineUpdated events, oldest first."""
@@ -162,6 +190,22 @@ class PipelineState(_message.Message):
 
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def deleted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___PipelineChange]:
+        """Every PipelineUpdated, oldest first (`changes` flattens their changes)."""
+
+    @_builtins.property
+    def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PipelineRun]:
+        """Every run seen, in the order first seen: RUNNING while active (paused
+        or not), else its outcome.
+        """
+
+    @_builtins.property
+    def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anomaly]:
+        """Events this state could not fold as the lifecycle says, in log order."""
+
     def __init__(
         self,
         *,
@@ -180,16 +224,138 @@ class PipelineState(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         revision: _builtins.int = ...,
+        deleted_by: _builtins.str | None = ...,
+        deleted_at: _timestamp_pb2.Timestamp | None = ...,
+        last_position: _builtins.int = ...,
+        history: _abc.Iterable[Global___PipelineChange] | None = ...,
+        runs: _abc.Iterable[Global___PipelineRun] | None = ...,
+        anomalies: _abc.Iterable[Global___Anomaly] | None = ...,
+        events_folded: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "created_at", b"created_at", "created_by", b"created_by", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_deleted_by", b"_deleted_by", "created_at", b"created_at", "created_by", b"created_by", "deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "active_processing_ids", b"active_processing_ids", "changes", b"changes", "created_at", b"created_at", "created_by", b"created_by", "pipeline_id", b"pipeline_id", "pipeline_name", b"pipeline_name", "revision", b"revision", "runs_cancelled", b"runs_cancelled", "runs_completed", b"runs_completed", "runs_failed", b"runs_failed", "runs_started", b"runs_started", "security_violations", b"security_violations", "stage_count", b"stage_count", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_deleted_by", b"_deleted_by", "active_processing_ids", b"active_processing_ids", "anomalies", b"anomalies", "changes", b"changes", "created_at", b"created_at", "created_by", b"created_by", "deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "events_folded", b"events_folded", "history", b"history", "last_position", b"last_position", "pipeline_id", b"pipeline_id", "pipeline_name", b"pipeline_name", "revision", b"revision", "runs", b"runs", "runs_cancelled", b"runs_cancelled", "runs_completed", b"runs_completed", "runs_failed", b"runs_failed", "runs_started", b"runs_started", "security_violations", b"security_violations", "stage_count", b"stage_count", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
+    _WhichOneofReturnType__deleted_by: _TypeAlias = _typing.Literal["deleted_by"]  # noqa: Y015
+    _WhichOneofArgType__deleted_by: _TypeAlias = _typing.Literal["_deleted_by", b"_deleted_by"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__created_by) -> _WhichOneofReturnType__created_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__deleted_by) -> _WhichOneofReturnType__deleted_by | None: ...
 
 Global___PipelineState: _TypeAlias = PipelineState  # noqa: Y015
+
+@_typing.final
+class Anomaly(_message.Message):
+    """An event a fold recorded instead of applying as the lifecycle allows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """Stable snake_case identifier: unknown_event, other_pipeline,
+    not_created, duplicate_create, after_delete, duplicate_run_start,
+    run_not_started, run_already_ended, not_started, duplicate_start,
+    pause_while_paused, resume_without_pause, after_end,
+    time_went_backwards, stage_not_started, stage_started_twice,
+    stage_already_ended, stage_id_mismatch, chunk_after_stage_end. New kinds
+    may be added: treat an unknown one as a generic anomaly.
+    """
+    position: _builtins.int
+    """Global position of the event."""
+    event_type: _builtins.str
+    """The event's type name, e.g. "ChunkProcessed" or "Unknown(42)"."""
+    description: _builtins.str
+    """What was wrong, for people; it begins with the kind."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        position: _builtins.int = ...,
+        event_type: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "event_type", b"event_type", "kind", b"kind", "position", b"position"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Anomaly: _TypeAlias = Anomaly  # noqa: Y015
+
+@_typing.final
+class PipelineChange(_message.Message):
+    """One PipelineUpdated event of a pipeline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POSITION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    UPDATED_BY_FIELD_NUMBER: _builtins.int
+    position: _builtins.int
+    """Global position and stream revision of the event."""
+    revision: _builtins.int
+    updated_by: _builtins.str
+    """Who changed it, if known."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When it occurred."""
+
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What changed."""
+
+    def __init__(
+        self,
+        *,
+        position: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        changes: _abc.Iterable[_builtins.str] | None = ...,
+        updated_by: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_updated_by", b"_updated_by", "occurred_at", b"occurred_at", "updated_by", b"updated_by"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_updated_by", b"_updated_by", "changes", b"changes", "occurred_at", b"occurred_at", "position", b"position", "revision", b"revision", "updated_by", b"updated_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__updated_by: _TypeAlias = _typing.Literal["updated_by"]  # noqa: Y015
+    _WhichOneofArgType__updated_by: _TypeAlias = _typing.Literal["_updated_by", b"_updated_by"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__updated_by) -> _WhichOneofReturnType__updated_by | None: ...
+
+Global___PipelineChange: _TypeAlias = PipelineChange  # noqa: Y015
+
+@_typing.final
+class PipelineRun(_message.Message):
+    """One run of a pipeline and where it is."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSING_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    processing_id: _builtins.str
+    """The run (UUID)."""
+    status: Global___ProcessingStatus.ValueType
+    """RUNNING while active (paused or not), else its outcome."""
+    def __init__(
+        self,
+        *,
+        processing_id: _builtins.str = ...,
+        status: Global___ProcessingStatus.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["processing_id", b"processing_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PipelineRun: _TypeAlias = PipelineRun  # noqa: Y015
 
 @_typing.final
 class StageState(_message.Message):
@@ -206,6 +372,13 @@ class StageState(_message.Message):
     PROCESSING_TIME_MS_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
     ERROR_MESSAGE_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    CHUNK_BYTES_FIELD_NUMBER: _builtins.int
+    CHUNK_TIME_MS_FIELD_NUMBER: _builtins.int
+    REPORTED_BYTES_FIELD_NUMBER: _builtins.int
+    REPORTED_TIME_MS_FIELD_NUMBER: _builtins.int
     stage_id: _builtins.str
     """The stage's id (UUID)."""
     stage_name: _builtins.str
@@ -223,6 +396,22 @@ class StageState(_message.Message):
     error_code: _builtins.str
     """Error code and message from StageFailed."""
     error_message: _builtins.str
+    chunk_bytes: _builtins.int
+    """Sums over its ChunkProcessed events (always kept)."""
+    chunk_time_ms: _builtins.int
+    reported_bytes: _builtins.int
+    """What its StageCompleted reported, if it completed."""
+    reported_time_ms: _builtins.int
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """occurred_at of its StageStarted and of its end, when seen."""
+
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def duration(self) -> _common_pb2.UnsignedDuration:
+        """ended_at - started_at, once both are known."""
+
     def __init__(
         self,
         *,
@@ -235,14 +424,60 @@ class StageState(_message.Message):
         processing_time_ms: _builtins.int = ...,
         error_code: _builtins.str = ...,
         error_message: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        duration: _common_pb2.UnsignedDuration | None = ...,
+        chunk_bytes: _builtins.int = ...,
+        chunk_time_ms: _builtins.int = ...,
+        reported_bytes: _builtins.int | None = ...,
+        reported_time_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_reported_bytes", b"_reported_bytes", "_reported_time_ms", b"_reported_time_ms", "duration", b"duration", "ended_at", b"ended_at", "reported_bytes", b"reported_bytes", "reported_time_ms", b"reported_time_ms", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_processed", b"bytes_processed", "chunks_processed", b"chunks_processed", "error_code", b"error_code", "error_message", b"error_message", "processing_time_ms", b"processing_time_ms", "stage_id", b"stage_id", "stage_name", b"stage_name", "stage_type", b"stage_type", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_reported_bytes", b"_reported_bytes", "_reported_time_ms", b"_reported_time_ms", "bytes_processed", b"bytes_processed", "chunk_bytes", b"chunk_bytes", "chunk_time_ms", b"chunk_time_ms", "chunks_processed", b"chunks_processed", "duration", b"duration", "ended_at", b"ended_at", "error_code", b"error_code", "error_message", b"error_message", "processing_time_ms", b"processing_time_ms", "reported_bytes", b"reported_bytes", "reported_time_ms", b"reported_time_ms", "stage_id", b"stage_id", "stage_name", b"stage_name", "stage_type", b"stage_type", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__reported_bytes: _TypeAlias = _typing.Literal["reported_bytes"]  # noqa: Y015
+    _WhichOneofArgType__reported_bytes: _TypeAlias = _typing.Literal["_reported_bytes", b"_reported_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__reported_time_ms: _TypeAlias = _typing.Literal["reported_time_ms"]  # noqa: Y015
+    _WhichOneofArgType__reported_time_ms: _TypeAlias = _typing.Literal["_reported_time_ms", b"_reported_time_ms"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reported_bytes) -> _WhichOneofReturnType__reported_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reported_time_ms) -> _WhichOneofReturnType__reported_time_ms | None: ...
+
+Global___StageState: _TypeAlias = StageState  # noqa: Y015
+
+@_typing.final
+class RunTransition(_message.Message):
+    """A change of a run's status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    status: Global___ProcessingStatus.ValueType
+    """The status the run entered."""
+    position: _builtins.int
+    """Global position of the event that changed it."""
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """occurred_at of that event."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___ProcessingStatus.ValueType = ...,
+        position: _builtins.int = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "position", b"position", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___StageState: _TypeAlias = StageState  # noqa: Y015
+Global___RunTransition: _TypeAlias = RunTransition  # noqa: Y015
 
 @_typing.final
 class ProcessingRunState(_message.Message):
@@ -268,6 +503,21 @@ class ProcessingRunState(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     ENDED_AT_FIELD_NUMBER: _builtins.int
     LAST_POSITION_FIELD_NUMBER: _builtins.int
+    FIRST_POSITION_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    EVENTS_FOLDED_FIELD_NUMBER: _builtins.int
+    SECURITY_CONTEXT_FIELD_NUMBER: _builtins.int
+    FAILED_STAGE_FIELD_NUMBER: _builtins.int
+    CANCELLED_BY_FIELD_NUMBER: _builtins.int
+    PAUSED_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_SINCE_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    ACTIVE_DURATION_FIELD_NUMBER: _builtins.int
+    CHUNKS_PROCESSED_FIELD_NUMBER: _builtins.int
+    TRANSITIONS_FIELD_NUMBER: _builtins.int
+    RESOURCE_EXHAUSTION_EVENTS_FIELD_NUMBER: _builtins.int
+    SECURITY_VIOLATION_EVENTS_FIELD_NUMBER: _builtins.int
+    ANOMALIES_FIELD_NUMBER: _builtins.int
     processing_id: _builtins.str
     """The run's id (UUID)."""
     pipeline_id: _builtins.str
@@ -291,6 +541,18 @@ class ProcessingRunState(_message.Message):
     security_violations: _builtins.int
     last_position: _builtins.int
     """Global position of the latest event folded into this state."""
+    first_position: _builtins.int
+    """Global position of the run's first event (runs are listed by it)."""
+    revision: _builtins.int
+    """Pipeline-stream revision of the run's latest event."""
+    events_folded: _builtins.int
+    """Events of this run folded, anomalies included."""
+    failed_stage: _builtins.str
+    """The stage ProcessingFailed named, if any."""
+    cancelled_by: _builtins.str
+    """Who cancelled the run, if known."""
+    chunks_processed: _builtins.int
+    """ChunkProcessed events over all stages."""
     @_builtins.property
     def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageState]:
         """Stages in the order they started."""
@@ -307,6 +569,38 @@ class ProcessingRunState(_message.Message):
 
     @_builtins.property
     def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def security_context(self) -> _common_pb2.SecurityContext:
+        """The security context ProcessingStarted carried."""
+
+    @_builtins.property
+    def paused_time(self) -> _common_pb2.UnsignedDuration:
+        """Time spent paused over closed pause intervals (exact to the nanosecond)."""
+
+    @_builtins.property
+    def paused_since(self) -> _timestamp_pb2.Timestamp:
+        """Start of the open pause interval while paused."""
+
+    @_builtins.property
+    def duration(self) -> _common_pb2.UnsignedDuration:
+        """ended_at - started_at, and that less paused_time, once ended."""
+
+    @_builtins.property
+    def active_duration(self) -> _common_pb2.UnsignedDuration: ...
+    @_builtins.property
+    def transitions(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunTransition]:
+        """Every status change, oldest first."""
+
+    @_builtins.property
+    def resource_exhaustion_events(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.EventEnvelope]:
+        """The run's ResourceExhausted and SecurityViolation events, as published."""
+
+    @_builtins.property
+    def security_violation_events(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.EventEnvelope]: ...
+    @_builtins.property
+    def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anomaly]:
+        """Events this state could not fold as the lifecycle says, in log order."""
+
     def __init__(
         self,
         *,
@@ -328,11 +622,95 @@ class ProcessingRunState(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         ended_at: _timestamp_pb2.Timestamp | None = ...,
         last_position: _builtins.int = ...,
+        first_position: _builtins.int = ...,
+        revision: _builtins.int = ...,
+        events_folded: _builtins.int = ...,
+        security_context: _common_pb2.SecurityContext | None = ...,
+        failed_stage: _builtins.str | None = ...,
+        cancelled_by: _builtins.str | None = ...,
+        paused_time: _common_pb2.UnsignedDuration | None = ...,
+        paused_since: _timestamp_pb2.Timestamp | None = ...,
+        duration: _common_pb2.UnsignedDuration | None = ...,
+        active_duration: _common_pb2.UnsignedDuration | None = ...,
+        chunks_processed: _builtins.int = ...,
+        transitions: _abc.Iterable[Global___RunTransition] | None = ...,
+        resource_exhaustion_events: _abc.Iterable[_envelope_pb2.EventEnvelope] | None = ...,
+        security_violation_events: _abc.Iterable[_envelope_pb2.EventEnvelope] | None = ...,
+        anomalies: _abc.Iterable[Global___Anomaly] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "metrics", b"metrics", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by", "_failed_stage", b"_failed_stage", "active_duration", b"active_duration", "cancelled_by", b"cancelled_by", "duration", b"duration", "ended_at", b"ended_at", "failed_stage", b"failed_stage", "metrics", b"metrics", "paused_since", b"paused_since", "paused_time", b"paused_time", "security_context", b"security_context", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "error_code", b"error_code", "error_message", b"error_message", "file_size", b"file_size", "input_path", b"input_path", "last_position", b"last_position", "metrics", b"metrics", "output_path", b"output_path", "output_size", b"output_size", "pause_count", b"pause_count", "pipeline_id", b"pipeline_id", "processing_id", b"processing_id", "resource_exhaustions", b"resource_exhaustions", "resume_count", b"resume_count", "security_violations", b"security_violations", "stages", b"stages", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by", "_failed_stage", b"_failed_stage", "active_duration", b"active_duration", "anomalies", b"anomalies", "cancelled_by", b"cancelled_by", "chunks_processed", b"chunks_processed", "duration", b"duration", "ended_at", b"ended_at", "error_code", b"error_code", "error_message", b"error_message", "events_folded", b"events_folded", "failed_stage", b"failed_stage", "file_size", b"file_size", "first_position", b"first_position", "input_path", b"input_path", "last_position", b"last_position", "metrics", b"metrics", "output_path", b"output_path", "output_size", b"output_size", "pause_count", b"pause_count", "paused_since", b"paused_since", "paused_time", b"paused_time", "pipeline_id", b"pipeline_id", "processing_id", b"processing_id", "resource_exhaustion_events", b"resource_exhaustion_events", "resource_exhaustions", b"resource_exhaustions", "resume_count", b"resume_count", "revision", b"revision", "security_context", b"security_context", "security_violation_events", b"security_violation_events", "security_violations", b"security_violations", "stages", b"stages", "started_at", b"started_at", "status", b"status", "transitions", b"transitions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cancelled_by: _TypeAlias = _typing.Literal["cancelled_by"]  # noqa: Y015
+    _WhichOneofArgType__cancelled_by: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by"]  # noqa: Y015
+    _WhichOneofReturnType__failed_stage: _TypeAlias = _typing.Literal["failed_stage"]  # noqa: Y015
+    _WhichOneofArgType__failed_stage: _TypeAlias = _typing.Literal["_failed_stage", b"_failed_stage"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cancelled_by) -> _WhichOneofReturnType__cancelled_by | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__failed_stage) -> _WhichOneofReturnType__failed_stage | None: ...
+
+Global___ProcessingRunState: _TypeAlias = ProcessingRunState  # noqa: Y015
+
+@_typing.final
+class ProcessingRunSummary(_message.Message):
+    """One run in a list of runs: who, where it is, how far, and when."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROCESSING_ID_FIELD_NUMBER: _builtins.int
+    PIPELINE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    INPUT_PATH_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    CHUNKS_PROCESSED_FIELD_NUMBER: _builtins.int
+    ANOMALY_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_POSITION_FIELD_NUMBER: _builtins.int
+    LAST_POSITION_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
+    processing_id: _builtins.str
+    """The run and its pipeline (UUIDs)."""
+    pipeline_id: _builtins.str
+    status: Global___ProcessingStatus.ValueType
+    """Running, paused or how it ended."""
+    input_path: _builtins.str
+    """From ProcessingStarted."""
+    chunks_processed: _builtins.int
+    """ChunkProcessed events over all stages."""
+    anomaly_count: _builtins.int
+    """Anomalies recorded on the run."""
+    first_position: _builtins.int
+    """Global positions of the run's first and latest events."""
+    last_position: _builtins.int
+    error_code: _builtins.str
+    """The error code when failed."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """occurred_at of ProcessingStarted and of the ending event, if ended."""
+
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        processing_id: _builtins.str = ...,
+        pipeline_id: _builtins.str = ...,
+        status: Global___ProcessingStatus.ValueType = ...,
+        input_path: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        chunks_processed: _builtins.int = ...,
+        anomaly_count: _builtins.int = ...,
+        first_position: _builtins.int = ...,
+        last_position: _builtins.int = ...,
+        error_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ended_at", b"ended_at", "started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly_count", b"anomaly_count", "chunks_processed", b"chunks_processed", "ended_at", b"ended_at", "error_code", b"error_code", "first_position", b"first_position", "input_path", b"input_path", "last_position", b"last_position", "pipeline_id", b"pipeline_id", "processing_id", b"processing_id", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ProcessingRunState: _TypeAlias = ProcessingRunState  # noqa: Y015
+Global___ProcessingRunSummary: _TypeAlias = ProcessingRunSummary  # noqa: Y015

@@ -4,6 +4,7 @@
 # This file has been @generated
 
 __all__ = (
+    "Anomaly",
     "CaughtUp",
     "Checkpoint",
     "ChunkProcessed",
@@ -19,10 +20,14 @@ __all__ = (
     "GetPipelineStateResponse",
     "GetProcessingStateRequest",
     "GetProcessingStateResponse",
+    "ListProcessingRunsRequest",
+    "ListProcessingRunsResponse",
     "MetricsUpdated",
     "Permission",
+    "PipelineChange",
     "PipelineCreated",
     "PipelineDeleted",
+    "PipelineRun",
     "PipelineState",
     "PipelineStatus",
     "PipelineUpdated",
@@ -33,6 +38,7 @@ __all__ = (
     "ProcessingPaused",
     "ProcessingResumed",
     "ProcessingRunState",
+    "ProcessingRunSummary",
     "ProcessingStarted",
     "ProcessingStatus",
     "PublishError",
@@ -44,6 +50,7 @@ __all__ = (
     "ReadAggregateResponse",
     "RecordedEvent",
     "ResourceExhausted",
+    "RunTransition",
     "SecurityContext",
     "SecurityLevel",
     "SecurityViolation",
@@ -211,14 +218,17 @@ class PipelineStatus(betterproto2.Enum):
     """
     Read models (projections) the service builds from the event log and
     answers state queries from. They are derived data: replaying the log
-    rebuilds them exactly.
+    rebuilds them exactly. An event the lifecycle does not allow is recorded
+    on the state as an Anomaly and the fold goes on: a query never fails
+    because of what the log holds.
 
     Where a pipeline is in its life.
     """
 
     UNSPECIFIED = 0
     """
-    Never sent by a valid server.
+    No PipelineCreated folded: the pipeline is known only from later events
+    (anomaly `not_created`).
     """
 
     ACTIVE = 1
@@ -255,7 +265,8 @@ class ProcessingStatus(betterproto2.Enum):
 
     UNSPECIFIED = 0
     """
-    Never sent by a valid server.
+    No ProcessingStarted folded: the run is known only from later events
+    (anomaly `not_started`). Never a filter of ListProcessingRuns.
     """
 
     RUNNING = 1
@@ -417,7 +428,8 @@ class StageStatus(betterproto2.Enum):
 
     UNSPECIFIED = 0
     """
-    Never sent by a valid server.
+    No StageStarted folded: the stage is known only from its chunks or its
+    end (anomaly `stage_not_started`).
     """
 
     RUNNING = 1
@@ -501,6 +513,42 @@ class StandardPermission(betterproto2.Enum):
             "STANDARD_PERMISSION_COMPRESS": 7,
             "STANDARD_PERMISSION_DECOMPRESS": 8,
         }
+
+
+@dataclass(eq=False, repr=False)
+class Anomaly(betterproto2.Message):
+    """
+    An event a fold recorded instead of applying as the lifecycle allows.
+    """
+
+    kind: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Stable snake_case identifier: unknown_event, other_pipeline,
+    not_created, duplicate_create, after_delete, duplicate_run_start,
+    run_not_started, run_already_ended, not_started, duplicate_start,
+    pause_while_paused, resume_without_pause, after_end,
+    time_went_backwards, stage_not_started, stage_started_twice,
+    stage_already_ended, stage_id_mismatch, chunk_after_stage_end. New kinds
+    may be added: treat an unknown one as a generic anomaly.
+    """
+
+    position: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    Global position of the event.
+    """
+
+    event_type: "str" = betterproto2.field(3, betterproto2.TYPE_STRING)
+    """
+    The event's type name, e.g. "ChunkProcessed" or "Unknown(42)".
+    """
+
+    description: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    What was wrong, for people; it begins with the kind.
+    """
+
+
+default_message_pool.register_message("adaptive_pipeline.events.v1", "Anomaly", Anomaly)
 
 
 @dataclass(eq=False, repr=False)
@@ -867,12 +915,26 @@ default_message_pool.register_message("adaptive_pipeline.events.v1", "FellBehind
 @dataclass(eq=False, repr=False)
 class GetPipelineStateRequest(betterproto2.Message):
     """
+    State queries answer from projections that follow the log. Each answer
+    carries `position`: the global position the projections have folded up to
+    (at least the state's own last_position). Read-your-writes: a request's
+    `min_position` (e.g. the last position a Publish returned) makes the
+    server wait, up to 2 s or the call's deadline if sooner, until the
+    projections reach it; an answer whose `position` is below the request's
+    `min_position` says they had not. A min_position beyond the log's head
+    is not waited for.
+
     Request of GetPipelineState.
     """
 
     pipeline_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
     The pipeline (UUID).
+    """
+
+    min_position: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    Wait until the projections have folded the log up to here (0: no wait).
     """
 
 
@@ -892,6 +954,11 @@ class GetPipelineStateResponse(betterproto2.Message):
     The pipeline's state.
     """
 
+    position: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    How far the projections had folded the log.
+    """
+
 
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "GetPipelineStateResponse", GetPipelineStateResponse
@@ -907,6 +974,11 @@ class GetProcessingStateRequest(betterproto2.Message):
     processing_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
     The processing run (UUID).
+    """
+
+    min_position: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    Wait until the projections have folded the log up to here (0: no wait).
     """
 
 
@@ -928,9 +1000,82 @@ class GetProcessingStateResponse(betterproto2.Message):
     The run's state.
     """
 
+    position: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    How far the projections had folded the log.
+    """
+
 
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "GetProcessingStateResponse", GetProcessingStateResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListProcessingRunsRequest(betterproto2.Message):
+    """
+    Request of ListProcessingRuns.
+    """
+
+    pipeline_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    Only runs of this pipeline (UUID); empty: every pipeline.
+    """
+
+    statuses: "list[ProcessingStatus]" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, repeated=True
+    )
+    """
+    Only runs in one of these statuses; empty: every status.
+    """
+
+    page_size: "int" = betterproto2.field(3, betterproto2.TYPE_UINT32)
+    """
+    Runs per page, at most 1000; 0: 100.
+    """
+
+    page_token: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    The next_page_token of the previous page; empty: the first page.
+    """
+
+    min_position: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+    """
+    As in GetProcessingStateRequest.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "ListProcessingRunsRequest", ListProcessingRunsRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class ListProcessingRunsResponse(betterproto2.Message):
+    """
+    Response of ListProcessingRuns.
+    """
+
+    runs: "list[ProcessingRunSummary]" = betterproto2.field(
+        1, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The page's runs, newest first.
+    """
+
+    next_page_token: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    Pass it as page_token for the next page; empty: this was the last one.
+    """
+
+    position: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    How far the projections had folded the log.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "ListProcessingRunsResponse", ListProcessingRunsResponse
 )
 
 
@@ -986,6 +1131,42 @@ default_message_pool.register_message("adaptive_pipeline.events.v1", "Permission
 
 
 @dataclass(eq=False, repr=False)
+class PipelineChange(betterproto2.Message):
+    """
+    One PipelineUpdated event of a pipeline.
+    """
+
+    position: "int" = betterproto2.field(1, betterproto2.TYPE_UINT64)
+    """
+    Global position and stream revision of the event.
+    """
+
+    revision: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+
+    occurred_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    When it occurred.
+    """
+
+    changes: "list[str]" = betterproto2.field(4, betterproto2.TYPE_STRING, repeated=True)
+    """
+    What changed.
+    """
+
+    updated_by: "str | None" = betterproto2.field(5, betterproto2.TYPE_STRING, optional=True)
+    """
+    Who changed it, if known.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "PipelineChange", PipelineChange
+)
+
+
+@dataclass(eq=False, repr=False)
 class PipelineCreated(betterproto2.Message):
     """
     Pipeline lifecycle events: a pipeline definition is created, updated and
@@ -1033,6 +1214,28 @@ class PipelineDeleted(betterproto2.Message):
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "PipelineDeleted", PipelineDeleted
 )
+
+
+@dataclass(eq=False, repr=False)
+class PipelineRun(betterproto2.Message):
+    """
+    One run of a pipeline and where it is.
+    """
+
+    processing_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The run (UUID).
+    """
+
+    status: "ProcessingStatus" = betterproto2.field(
+        2, betterproto2.TYPE_ENUM, default_factory=lambda: ProcessingStatus(0)
+    )
+    """
+    RUNNING while active (paused or not), else its outcome.
+    """
+
+
+default_message_pool.register_message("adaptive_pipeline.events.v1", "PipelineRun", PipelineRun)
 
 
 @dataclass(eq=False, repr=False)
@@ -1110,6 +1313,43 @@ class PipelineState(betterproto2.Message):
     revision: "int" = betterproto2.field(15, betterproto2.TYPE_UINT64)
     """
     Revision of the latest event folded into this state.
+    """
+
+    deleted_by: "str | None" = betterproto2.field(16, betterproto2.TYPE_STRING, optional=True)
+    """
+    Who deleted it and when (PipelineDeleted), if deleted.
+    """
+
+    deleted_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        17, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    last_position: "int" = betterproto2.field(18, betterproto2.TYPE_UINT64)
+    """
+    Global position of the latest event folded into this state.
+    """
+
+    history: "list[PipelineChange]" = betterproto2.field(
+        19, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Every PipelineUpdated, oldest first (`changes` flattens their changes).
+    """
+
+    runs: "list[PipelineRun]" = betterproto2.field(20, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Every run seen, in the order first seen: RUNNING while active (paused
+    or not), else its outcome.
+    """
+
+    anomalies: "list[Anomaly]" = betterproto2.field(21, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Events this state could not fold as the lifecycle says, in log order.
+    """
+
+    events_folded: "int" = betterproto2.field(22, betterproto2.TYPE_UINT64)
+    """
+    Events of this pipeline folded, anomalies included.
     """
 
 
@@ -1476,9 +1716,158 @@ class ProcessingRunState(betterproto2.Message):
     Global position of the latest event folded into this state.
     """
 
+    first_position: "int" = betterproto2.field(19, betterproto2.TYPE_UINT64)
+    """
+    Global position of the run's first event (runs are listed by it).
+    """
+
+    revision: "int" = betterproto2.field(20, betterproto2.TYPE_UINT64)
+    """
+    Pipeline-stream revision of the run's latest event.
+    """
+
+    events_folded: "int" = betterproto2.field(21, betterproto2.TYPE_UINT64)
+    """
+    Events of this run folded, anomalies included.
+    """
+
+    security_context: "SecurityContext | None" = betterproto2.field(
+        22, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    The security context ProcessingStarted carried.
+    """
+
+    failed_stage: "str | None" = betterproto2.field(23, betterproto2.TYPE_STRING, optional=True)
+    """
+    The stage ProcessingFailed named, if any.
+    """
+
+    cancelled_by: "str | None" = betterproto2.field(24, betterproto2.TYPE_STRING, optional=True)
+    """
+    Who cancelled the run, if known.
+    """
+
+    paused_time: "UnsignedDuration | None" = betterproto2.field(
+        25, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Time spent paused over closed pause intervals (exact to the nanosecond).
+    """
+
+    paused_since: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        26, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    Start of the open pause interval while paused.
+    """
+
+    duration: "UnsignedDuration | None" = betterproto2.field(
+        27, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    ended_at - started_at, and that less paused_time, once ended.
+    """
+
+    active_duration: "UnsignedDuration | None" = betterproto2.field(
+        28, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    chunks_processed: "int" = betterproto2.field(29, betterproto2.TYPE_UINT64)
+    """
+    ChunkProcessed events over all stages.
+    """
+
+    transitions: "list[RunTransition]" = betterproto2.field(
+        30, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Every status change, oldest first.
+    """
+
+    resource_exhaustion_events: "list[EventEnvelope]" = betterproto2.field(
+        31, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    The run's ResourceExhausted and SecurityViolation events, as published.
+    """
+
+    security_violation_events: "list[EventEnvelope]" = betterproto2.field(
+        32, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+
+    anomalies: "list[Anomaly]" = betterproto2.field(33, betterproto2.TYPE_MESSAGE, repeated=True)
+    """
+    Events this state could not fold as the lifecycle says, in log order.
+    """
+
 
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "ProcessingRunState", ProcessingRunState
+)
+
+
+@dataclass(eq=False, repr=False)
+class ProcessingRunSummary(betterproto2.Message):
+    """
+    One run in a list of runs: who, where it is, how far, and when.
+    """
+
+    processing_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The run and its pipeline (UUIDs).
+    """
+
+    pipeline_id: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+
+    status: "ProcessingStatus" = betterproto2.field(
+        3, betterproto2.TYPE_ENUM, default_factory=lambda: ProcessingStatus(0)
+    )
+    """
+    Running, paused or how it ended.
+    """
+
+    input_path: "str" = betterproto2.field(4, betterproto2.TYPE_STRING)
+    """
+    From ProcessingStarted.
+    """
+
+    started_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    occurred_at of ProcessingStarted and of the ending event, if ended.
+    """
+
+    ended_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        6, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    chunks_processed: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+    """
+    ChunkProcessed events over all stages.
+    """
+
+    anomaly_count: "int" = betterproto2.field(8, betterproto2.TYPE_UINT64)
+    """
+    Anomalies recorded on the run.
+    """
+
+    first_position: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    Global positions of the run's first and latest events.
+    """
+
+    last_position: "int" = betterproto2.field(10, betterproto2.TYPE_UINT64)
+
+    error_code: "str" = betterproto2.field(11, betterproto2.TYPE_STRING)
+    """
+    The error code when failed.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "ProcessingRunSummary", ProcessingRunSummary
 )
 
 
@@ -1813,6 +2202,35 @@ default_message_pool.register_message(
 
 
 @dataclass(eq=False, repr=False)
+class RunTransition(betterproto2.Message):
+    """
+    A change of a run's status.
+    """
+
+    status: "ProcessingStatus" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: ProcessingStatus(0)
+    )
+    """
+    The status the run entered.
+    """
+
+    position: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    Global position of the event that changed it.
+    """
+
+    occurred_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        3, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    occurred_at of that event.
+    """
+
+
+default_message_pool.register_message("adaptive_pipeline.events.v1", "RunTransition", RunTransition)
+
+
+@dataclass(eq=False, repr=False)
 class SecurityContext(betterproto2.Message):
     """
     The security context a processing run executes under (upstream
@@ -2136,6 +2554,38 @@ class StageState(betterproto2.Message):
     """
 
     error_message: "str" = betterproto2.field(9, betterproto2.TYPE_STRING)
+
+    started_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        10, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    occurred_at of its StageStarted and of its end, when seen.
+    """
+
+    ended_at: "___google__protobuf__.Timestamp | None" = betterproto2.field(
+        11, betterproto2.TYPE_MESSAGE, optional=True
+    )
+
+    duration: "UnsignedDuration | None" = betterproto2.field(
+        12, betterproto2.TYPE_MESSAGE, optional=True
+    )
+    """
+    ended_at - started_at, once both are known.
+    """
+
+    chunk_bytes: "int" = betterproto2.field(13, betterproto2.TYPE_UINT64)
+    """
+    Sums over its ChunkProcessed events (always kept).
+    """
+
+    chunk_time_ms: "int" = betterproto2.field(14, betterproto2.TYPE_UINT64)
+
+    reported_bytes: "int | None" = betterproto2.field(15, betterproto2.TYPE_UINT64, optional=True)
+    """
+    What its StageCompleted reported, if it completed.
+    """
+
+    reported_time_ms: "int | None" = betterproto2.field(16, betterproto2.TYPE_UINT64, optional=True)
 
 
 default_message_pool.register_message("adaptive_pipeline.events.v1", "StageState", StageState)
