@@ -8,7 +8,7 @@ from pipeline_events.codecs import rust_json
 STORE = [
     "AggregatePage", "AppendResult", "DuplicateEventError", "EventFilter", "EventStore", "ExpectedRevision",
     "ExpectedState", "InvalidEventError", "MemoryEventStore", "Position", "ProposedEvent", "ReadResult",
-    "RecordedEvent", "SQLiteEventStore", "StoreClosedError", "StoreError", "StoreLockedError",
+    "RecordedEvent", "SQLiteEventStore", "Snapshot", "StoreClosedError", "StoreError", "StoreLockedError",
     "WrongExpectedRevisionError", "open_store", "parse_store_url",
 ]  # fmt: skip
 

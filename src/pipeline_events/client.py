@@ -20,18 +20,26 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, TypeAlias, TypeVar
 
 import grpc
-from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_grpc, state_pb2
+from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from pipeline_events import adapter, domain
 from pipeline_events.errors import DecodeError, PipelineEventsError
+from pipeline_events.projections import messages
+from pipeline_events.projections.pipeline import PipelineState
+from pipeline_events.projections.processing_run import (
+    ProcessingRunState,
+    ProcessingStatus,
+    RunSummary,
+)
 from pipeline_events.store import ExpectedRevision, ExpectedState, Position
 from pipeline_events.timestamps import NanoDatetime
 
 EventEnvelope = envelope_pb2.EventEnvelope
+_S = TypeVar("_S")
 #: What `publish` accepts per event: a domain event (converted by the adapter) or an envelope.
 Publishable: TypeAlias = domain.Event | domain.UnknownEvent | EventEnvelope
 #: Where a subscription starts: "start", "end", or after this global position.
@@ -50,6 +58,7 @@ RPC_METHODS: dict[str, str] = {
     "Subscribe": "subscribe",
     "GetPipelineState": "get_pipeline_state",
     "GetProcessingState": "get_processing_state",
+    "ListProcessingRuns": "list_processing_runs",
 }
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -185,6 +194,20 @@ class ResourceExhaustedError(ClientError, RuntimeError):
 
 class UnimplementedError(ClientError, NotImplementedError):
     """The server does not implement this RPC (yet) (UNIMPLEMENTED)."""
+
+
+class ProjectionBehindError(ClientError, TimeoutError):
+    """A state query's `min_position` was not reached within the server's wait.
+
+    Attributes:
+        position: how far the server's projections had folded the log.
+        min_position: the position asked for.
+    """
+
+    def __init__(self, message: str, *, position: int, min_position: int, **kw: Any):
+        super().__init__(message, **kw)
+        self.position = position
+        self.min_position = min_position
 
 
 _ERROR_CLASSES: dict[grpc.StatusCode, type[ClientError]] = {
@@ -1007,27 +1030,180 @@ class AsyncEventClient:
             on_caught_up=on_caught_up,
         )  # fmt: skip
 
-    async def get_pipeline_state(self, pipeline_id: str | uuid.UUID) -> state_pb2.PipelineState:
-        """A pipeline's current state, from the server's projection.
+    async def pipeline_state(
+        self, pipeline_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> PipelineState:
+        """A pipeline's current state, from the server's projections.
+
+        Args:
+            pipeline_id: the pipeline.
+            min_position: read-your-writes: wait (up to the server's 2 s) until the
+                projections have folded the log up to here, e.g. a Publish's last position.
+
+        Raises:
+            NotFoundError: the pipeline is unknown (at the projections' position).
+            ProjectionBehindError: `min_position` was not reached in time.
+        """
+        response = await self.get_pipeline_state(pipeline_id, min_position=min_position)
+        _caught_up(self.target, "GetPipelineState", response.position, min_position)
+        return _decoded(messages.pipeline_from_proto, response.state, self.target)
+
+    async def run_state(
+        self, processing_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> ProcessingRunState:
+        """A processing run's current state, from the server's projections.
+
+        Raises:
+            NotFoundError: the run is unknown (at the projections' position).
+            ProjectionBehindError: `min_position` was not reached in time.
+        """
+        response = await self.get_processing_state(processing_id, min_position=min_position)
+        _caught_up(self.target, "GetProcessingState", response.position, min_position)
+        return _decoded(messages.run_from_proto, response.state, self.target)
+
+    async def runs(
+        self,
+        *,
+        pipeline_id: str | uuid.UUID | None = None,
+        statuses: Iterable[ProcessingStatus | RunStatusName | int] = (),
+        limit: int | None = DEFAULT_RUNS_PAGE,
+        page_size: int = DEFAULT_RUNS_PAGE,
+        min_position: int = 0,
+    ) -> list[RunSummary]:
+        """Runs, newest first, of one pipeline or all, in any of `statuses` (none: all).
+
+        Pages through ListProcessingRuns until `limit` runs (None: every run).
+
+        Raises:
+            ValueError: an unknown status name, or a negative limit.
+            ProjectionBehindError: `min_position` was not reached in time.
+        """
+        request = _list_runs_request(pipeline_id, statuses, page_size, "", min_position)
+        pages = _RunPages(request, limit)
+        while not pages.done:
+            response = await self._unary("ListProcessingRuns", pages.next_request())
+            pages.accept(response, self.target)
+        return pages.found
+
+    async def get_pipeline_state(
+        self, pipeline_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> service_pb2.GetPipelineStateResponse:
+        """GetPipelineState's raw answer: the state's message and the projections' position.
 
         Raises:
             NotFoundError: the pipeline is unknown.
-            UnimplementedError: the server has no projections yet.
         """
-        request = service_pb2.GetPipelineStateRequest(pipeline_id=str(pipeline_id))
-        return (await self._unary("GetPipelineState", request)).state
+        request = service_pb2.GetPipelineStateRequest(
+            pipeline_id=str(pipeline_id), min_position=min_position
+        )
+        return await self._unary("GetPipelineState", request)
 
     async def get_processing_state(
-        self, processing_id: str | uuid.UUID
-    ) -> state_pb2.ProcessingRunState:
-        """A processing run's current state, from the server's projection.
+        self, processing_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> service_pb2.GetProcessingStateResponse:
+        """GetProcessingState's raw answer: the state's message and the projections' position.
 
         Raises:
             NotFoundError: the run is unknown.
-            UnimplementedError: the server has no projections yet.
         """
-        request = service_pb2.GetProcessingStateRequest(processing_id=str(processing_id))
-        return (await self._unary("GetProcessingState", request)).state
+        request = service_pb2.GetProcessingStateRequest(
+            processing_id=str(processing_id), min_position=min_position
+        )
+        return await self._unary("GetProcessingState", request)
+
+    async def list_processing_runs(
+        self, request: service_pb2.ListProcessingRunsRequest
+    ) -> service_pb2.ListProcessingRunsResponse:
+        """One raw page of ListProcessingRuns (`runs` pages for you)."""
+        return await self._unary("ListProcessingRuns", request)
+
+
+# --- state queries (shared by both clients) -------------------------------------------------
+
+
+DEFAULT_RUNS_PAGE = 100  # the contract's default page_size of ListProcessingRuns
+MAX_RUNS_PAGE = 1000  # and its bound
+
+RunStatusName = Literal["running", "paused", "completed", "failed", "cancelled"]
+
+
+def _statuses(statuses: Iterable[ProcessingStatus | RunStatusName | int]) -> list[int]:
+    """Status filters as the contract's numbers (names as the CLI spells them)."""
+    numbers = []
+    for status in statuses:
+        if isinstance(status, str):
+            try:
+                status = ProcessingStatus[status.upper()]
+            except KeyError:
+                raise ValueError(f"not a run status: {status!r}") from None
+        numbers.append(int(status))
+    return sorted(set(numbers))
+
+
+def _list_runs_request(
+    pipeline_id: str | uuid.UUID | None,
+    statuses: Iterable[ProcessingStatus | RunStatusName | int],
+    page_size: int,
+    page_token: str,
+    min_position: int,
+) -> service_pb2.ListProcessingRunsRequest:
+    return service_pb2.ListProcessingRunsRequest(
+        pipeline_id="" if pipeline_id is None else str(pipeline_id),
+        statuses=_statuses(statuses),
+        page_size=page_size,
+        page_token=page_token,
+        min_position=min_position,
+    )
+
+
+def _caught_up(target: str, rpc: str, position: int, min_position: int) -> None:
+    if position < min_position:
+        raise ProjectionBehindError(
+            f"{rpc}: the projections at {target} had folded the log to position {position},"
+            f" not yet to {min_position}",
+            position=position,
+            min_position=min_position,
+            code=grpc.StatusCode.DEADLINE_EXCEEDED,
+            target=target,
+        )
+
+
+def _decoded(convert: Callable[[Any], _S], message: Any, target: str) -> _S:
+    try:
+        return convert(message)
+    except DecodeError as error:
+        raise ClientError(
+            f"the event service at {target} answered a state this client cannot read: {error}",
+            code=grpc.StatusCode.INTERNAL,
+            target=target,
+        ) from error
+
+
+class _RunPages:
+    """The paging of `runs`: requests until the limit or the last page (one for each client)."""
+
+    def __init__(self, request: service_pb2.ListProcessingRunsRequest, limit: int | None):
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        self.request = request
+        self.limit = limit
+        self.found: list[RunSummary] = []
+        self.done = limit == 0
+
+    def next_request(self) -> service_pb2.ListProcessingRunsRequest:
+        if self.limit is not None:
+            wanted = self.limit - len(self.found)
+            self.request.page_size = min(wanted, self.request.page_size or DEFAULT_RUNS_PAGE)
+        return self.request
+
+    def accept(self, response: service_pb2.ListProcessingRunsResponse, target: str) -> None:
+        _caught_up(target, "ListProcessingRuns", response.position, self.request.min_position)
+        self.request.min_position = 0  # reached: later pages need not wait
+        for message in response.runs:
+            self.found.append(_decoded(messages.summary_from_proto, message, target))
+        self.request.page_token = response.next_page_token
+        full = self.limit is not None and len(self.found) >= self.limit
+        self.done = full or not response.next_page_token
 
 
 # --- sync client ----------------------------------------------------------------------------
@@ -1296,16 +1472,61 @@ class EventClient:
             on_caught_up=on_caught_up,
         )  # fmt: skip
 
-    def get_pipeline_state(self, pipeline_id: str | uuid.UUID) -> state_pb2.PipelineState:
-        """A pipeline's current state (see AsyncEventClient.get_pipeline_state)."""
-        request = service_pb2.GetPipelineStateRequest(pipeline_id=str(pipeline_id))
-        return self._unary("GetPipelineState", request).state
+    def pipeline_state(
+        self, pipeline_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> PipelineState:
+        """A pipeline's current state (see AsyncEventClient.pipeline_state)."""
+        response = self.get_pipeline_state(pipeline_id, min_position=min_position)
+        _caught_up(self.target, "GetPipelineState", response.position, min_position)
+        return _decoded(messages.pipeline_from_proto, response.state, self.target)
 
-    def get_processing_state(self, processing_id: str | uuid.UUID) -> state_pb2.ProcessingRunState:
-        """A processing run's current state (see AsyncEventClient.get_processing_state)."""
-        request = service_pb2.GetProcessingStateRequest(processing_id=str(processing_id))
-        return self._unary("GetProcessingState", request).state
+    def run_state(
+        self, processing_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> ProcessingRunState:
+        """A processing run's current state (see AsyncEventClient.run_state)."""
+        response = self.get_processing_state(processing_id, min_position=min_position)
+        _caught_up(self.target, "GetProcessingState", response.position, min_position)
+        return _decoded(messages.run_from_proto, response.state, self.target)
 
+    def runs(
+        self,
+        *,
+        pipeline_id: str | uuid.UUID | None = None,
+        statuses: Iterable[ProcessingStatus | RunStatusName | int] = (),
+        limit: int | None = DEFAULT_RUNS_PAGE,
+        page_size: int = DEFAULT_RUNS_PAGE,
+        min_position: int = 0,
+    ) -> list[RunSummary]:
+        """Runs, newest first (see AsyncEventClient.runs)."""
+        request = _list_runs_request(pipeline_id, statuses, page_size, "", min_position)
+        pages = _RunPages(request, limit)
+        while not pages.done:
+            pages.accept(self._unary("ListProcessingRuns", pages.next_request()), self.target)
+        return pages.found
+
+    def get_pipeline_state(
+        self, pipeline_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> service_pb2.GetPipelineStateResponse:
+        """GetPipelineState's raw answer (see AsyncEventClient.get_pipeline_state)."""
+        request = service_pb2.GetPipelineStateRequest(
+            pipeline_id=str(pipeline_id), min_position=min_position
+        )
+        return self._unary("GetPipelineState", request)
+
+    def get_processing_state(
+        self, processing_id: str | uuid.UUID, *, min_position: int = 0
+    ) -> service_pb2.GetProcessingStateResponse:
+        """GetProcessingState's raw answer (see AsyncEventClient.get_processing_state)."""
+        request = service_pb2.GetProcessingStateRequest(
+            processing_id=str(processing_id), min_position=min_position
+        )
+        return self._unary("GetProcessingState", request)
+
+    def list_processing_runs(
+        self, request: service_pb2.ListProcessingRunsRequest
+    ) -> service_pb2.ListProcessingRunsResponse:
+        """One raw page of ListProcessingRuns (see AsyncEventClient.list_processing_runs)."""
+        return self._unary("ListProcessingRuns", request)
 
 __all__ = [
     "DEFAULT_RECONNECT",
@@ -1323,6 +1544,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "Position",
+    "ProjectionBehindError",
     "PublishAck",
     "PublishBatch",
     "PublishResult",

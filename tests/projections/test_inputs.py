@@ -17,8 +17,8 @@ from tests.projections.builders import PIPELINE, RUN, event, numbered
 EXPORTS = [
     "FOLD_VERSION", "Anomaly", "AnomalyKind", "Folded", "PipelineChange", "PipelineState",
     "PipelineStatus", "ProcessingRunState", "ProcessingStatus", "Replayable", "Replayed",
-    "SnapshotError", "StageState", "StageStatus", "Transition", "apply", "pipeline",
-    "processing_run", "replay",
+    "RunSummary", "SnapshotError", "StageState", "StageStatus", "Transition", "apply", "messages",
+    "pipeline", "processing_run", "replay",
 ]  # fmt: skip
 
 

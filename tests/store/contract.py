@@ -356,6 +356,27 @@ class EventStoreContract:
         assert await waiter == 2
         assert await store.wait_for_append(1, timeout=30) == 2
 
+    # --- snapshots ------------------------------------------------------------------------
+
+    async def test_a_snapshot_is_kept_by_name_and_replaced(self, store: EventStore) -> None:
+        assert await store.load_snapshot("projections") is None
+        await store.save_snapshot("projections", 7, b"\x00first")
+        await store.save_snapshot("other", 1, b"")
+        assert await store.load_snapshot("projections") == (7, b"\x00first")
+        await store.save_snapshot("projections", 9, b"second" * 100_000)
+        assert await store.load_snapshot("projections") == (9, b"second" * 100_000)
+        assert await store.load_snapshot("other") == (1, b"")
+        assert await store.head_position() == 0  # derived data, never part of the log
+
+    async def test_snapshots_and_appends_interleave(self, store: EventStore) -> None:
+        a = uuid.uuid4()
+        appends = [store.append([chunk(a, n=i)]) for i in range(20)]
+        saves = [store.save_snapshot("s", i, bytes([i]) * 1000) for i in range(20)]
+        await asyncio.gather(*appends, *saves)
+        assert await store.head_position() == 20
+        kept = await store.load_snapshot("s")
+        assert kept is not None and kept.data == bytes([kept.position]) * 1000  # one whole save
+
     async def test_a_closed_store_refuses_work(self, tmp_path: Path) -> None:
         store = await self.make_store(tmp_path)
         await store.close()

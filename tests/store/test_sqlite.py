@@ -36,6 +36,15 @@ async def test_events_persist_across_reopening(tmp_path: Path) -> None:
         assert first.positions[0].global_position == 1
 
 
+async def test_snapshots_persist_across_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    async with await SQLiteEventStore.open(path) as store:
+        await store.append([chunk(uuid.uuid4())])
+        await store.save_snapshot("projections", 1, b"state")
+    async with await SQLiteEventStore.open(path) as store:
+        assert await store.load_snapshot("projections") == (1, b"state")
+
+
 async def test_the_schema_is_versioned_and_wal(tmp_path: Path) -> None:
     path = tmp_path / "events.db"
     async with await SQLiteEventStore.open(path):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from adaptive_pipeline.events.v1 import envelope_pb2
 
 from pipeline_events import domain
-from pipeline_events.projections import pipeline, processing_run, snapshot
+from pipeline_events.projections import messages, pipeline, processing_run, snapshot
 from pipeline_events.projections.base import (
     FOLD_VERSION,
     Anomaly,
@@ -35,6 +35,7 @@ from pipeline_events.projections.pipeline import PipelineChange, PipelineState, 
 from pipeline_events.projections.processing_run import (
     ProcessingRunState,
     ProcessingStatus,
+    RunSummary,
     StageState,
     StageStatus,
     Transition,
@@ -55,11 +56,13 @@ __all__ = [
     "ProcessingStatus",
     "Replayable",
     "Replayed",
+    "RunSummary",
     "SnapshotError",
     "StageState",
     "StageStatus",
     "Transition",
     "apply",
+    "messages",
     "pipeline",
     "processing_run",
     "replay",

@@ -28,6 +28,7 @@ from pipeline_events.projections.pipeline import PipelineChange, PipelineState, 
 from pipeline_events.projections.processing_run import (
     ProcessingRunState,
     ProcessingStatus,
+    RunSummary,
     StageState,
     StageStatus,
     Transition,
@@ -38,8 +39,9 @@ __all__ = [
     "pipeline_from_proto",
     "pipeline_to_proto",
     "run_from_proto",
-    "run_summary",
     "run_to_proto",
+    "summary_from_proto",
+    "summary_to_proto",
 ]
 
 _NS = 1_000_000_000
@@ -369,7 +371,7 @@ def run_from_proto(message: state_pb2.ProcessingRunState) -> ProcessingRunState:
     )
 
 
-def run_summary(state: ProcessingRunState) -> state_pb2.ProcessingRunSummary:
+def summary_to_proto(state: ProcessingRunState) -> state_pb2.ProcessingRunSummary:
     """The line of a run in ListProcessingRuns."""
     message = state_pb2.ProcessingRunSummary(
         processing_id=str(state.processing_id),
@@ -385,3 +387,24 @@ def run_summary(state: ProcessingRunState) -> state_pb2.ProcessingRunSummary:
     _set_time(message.started_at, state.started_at)
     _set_time(message.ended_at, state.ended_at)
     return message
+
+
+def summary_from_proto(message: state_pb2.ProcessingRunSummary) -> RunSummary:
+    """A run's summary from the contract's message.
+
+    Raises:
+        DecodeError: the message is not a valid summary.
+    """
+    return RunSummary(
+        processing_id=_uuid(message.processing_id, "processing_id"),
+        pipeline_id=_uuid(message.pipeline_id, "pipeline_id"),
+        status=_enum(ProcessingStatus, message.status, "status"),
+        input_path=message.input_path,
+        started_at=_time(message, "started_at"),
+        ended_at=_time(message, "ended_at"),
+        chunks_processed=message.chunks_processed,
+        anomaly_count=message.anomaly_count,
+        first_position=message.first_position,
+        last_position=message.last_position,
+        error_code=message.error_code,
+    )

@@ -49,6 +49,7 @@ from pipeline_events.timestamps import NanoDatetime
 
 __all__ = [
     "ProcessingRunState",
+    "RunSummary",
     "ProcessingStatus",
     "StageState",
     "StageStatus",
@@ -225,6 +226,40 @@ class ProcessingRunState(snapshot.Snapshots):
             violations=list(self.violations),
             transitions=list(self.transitions),
             anomalies=list(self.anomalies),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunSummary:
+    """One run in a list of runs (state.proto's `ProcessingRunSummary`)."""
+
+    processing_id: uuid.UUID
+    pipeline_id: uuid.UUID
+    status: ProcessingStatus
+    input_path: str
+    started_at: datetime | None
+    ended_at: datetime | None
+    chunks_processed: int
+    anomaly_count: int
+    first_position: int  # runs are listed newest (highest first_position) first
+    last_position: int
+    error_code: str
+
+    @classmethod
+    def of(cls, state: ProcessingRunState) -> RunSummary:
+        """The summary of a run's state."""
+        return cls(
+            processing_id=state.processing_id,
+            pipeline_id=state.pipeline_id,
+            status=state.status,
+            input_path=state.input_path,
+            started_at=state.started_at,
+            ended_at=state.ended_at,
+            chunks_processed=state.chunks_processed,
+            anomaly_count=len(state.anomalies),
+            first_position=state.first_position,
+            last_position=state.last_position,
+            error_code=state.error_code,
         )
 
 

@@ -494,6 +494,13 @@ class HeadSignal:
         return self.head
 
 
+class Snapshot(NamedTuple):
+    """A read model's saved state: its bytes, as of a global position of the log."""
+
+    position: int
+    data: bytes
+
+
 class EventStore(abc.ABC):
     """An append-only event log, per aggregate and global. All methods are coroutines."""
 
@@ -560,6 +567,18 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
         """Wait until the head passes `after_position` (or the timeout); return the head."""
+
+    @abc.abstractmethod
+    async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
+        """Keep the snapshot `name` (replacing the one saved before): `data` as of `position`.
+
+        Snapshots are derived data beside the log (read models' states); they are
+        never part of it, and losing one only costs a rebuild from the log.
+        """
+
+    @abc.abstractmethod
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        """The snapshot `name` saved last (None: there is none)."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from pipeline_events.store.base import (
     ProposedEvent,
     ReadResult,
     RecordedEvent,
+    Snapshot,
     StoreClosedError,
     canonical_uuid,
     clamp_position,
@@ -38,6 +39,7 @@ class MemoryEventStore(EventStore):
         self._records: list[bytes] = []  # index = global position - 1: base.encode_record
         self._by_id: dict[str, tuple[bytes, Position]] = {}  # event id -> (bytes, position)
         self._by_aggregate: dict[str, list[RecordedEvent]] = {}
+        self._snapshots: dict[str, Snapshot] = {}
         self._signal = HeadSignal()
         self._closed = False
 
@@ -160,6 +162,14 @@ class MemoryEventStore(EventStore):
     async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
         self._check_open()
         return await self._signal.wait(after_position, timeout)
+
+    async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
+        self._check_open()
+        self._snapshots[name] = Snapshot(position, bytes(data))
+
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        self._check_open()
+        return self._snapshots.get(name)
 
     async def close(self) -> None:
         self._closed = True
