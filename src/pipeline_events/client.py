@@ -49,6 +49,10 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 DEFAULT_TIMEOUT = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server's limit; a full page of events can pass 4 MiB
 MAX_PAGE_SIZE = 10_000  # the contract's bound on ReadAggregateRequest.limit
+DEFAULT_RUNS_PAGE = 100  # the contract's default page_size of ListProcessingRuns
+MAX_RUNS_PAGE = 1000  # and its bound
+#: A run status as the CLI spells it (`ProcessingStatus` names, lower case).
+RunStatusName: TypeAlias = Literal["running", "paused", "completed", "failed", "cancelled"]
 
 #: Every RPC of the contract's EventService -> the method of both clients that calls it.
 RPC_METHODS: dict[str, str] = {
@@ -1121,12 +1125,6 @@ class AsyncEventClient:
 # --- state queries (shared by both clients) -------------------------------------------------
 
 
-DEFAULT_RUNS_PAGE = 100  # the contract's default page_size of ListProcessingRuns
-MAX_RUNS_PAGE = 1000  # and its bound
-
-RunStatusName = Literal["running", "paused", "completed", "failed", "cancelled"]
-
-
 def _statuses(statuses: Iterable[ProcessingStatus | RunStatusName | int]) -> list[int]:
     """Status filters as the contract's numbers (names as the CLI spells them)."""
     numbers = []
@@ -1527,6 +1525,7 @@ class EventClient:
     ) -> service_pb2.ListProcessingRunsResponse:
         """One raw page of ListProcessingRuns (see AsyncEventClient.list_processing_runs)."""
         return self._unary("ListProcessingRuns", request)
+
 
 __all__ = [
     "DEFAULT_RECONNECT",

@@ -49,8 +49,8 @@ from pipeline_events.timestamps import NanoDatetime
 
 __all__ = [
     "ProcessingRunState",
-    "RunSummary",
     "ProcessingStatus",
+    "RunSummary",
     "StageState",
     "StageStatus",
     "Transition",

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from adaptive_pipeline.events.v1 import service_pb2, service_pb2_grpc
+from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from pipeline_events.service.errors import RpcError, from_store_error, status
+from pipeline_events.projections import ProcessingStatus, messages
+from pipeline_events.service.errors import (
+    RpcError,
+    bad_request,
+    details_status,
+    error_info,
+    from_store_error,
+)
 from pipeline_events.service.interceptors import CallLimit, DecodeGuard, Undecodable
+from pipeline_events.service.read_models import ReadModels
 from pipeline_events.service.validation import validate, validate_publish
 from pipeline_events.service.wire import (
     Received,
@@ -36,6 +46,12 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 DEFAULT_PAGE = 1000  # ReadAggregate page size when the request says 0
 DEFAULT_BATCH = 500  # events per subscription message when the request says 0
 DEFAULT_CHECKPOINT_INTERVAL = 1000  # positions skipped by a filter between Checkpoints
+DEFAULT_RUNS_PAGE = 100  # ListProcessingRuns page size when the request says 0
+#: Read-your-writes: how long a state query waits for its min_position at most.
+READ_YOUR_WRITES_SECONDS = 2.0
+DEADLINE_MARGIN_SECONDS = 0.05  # answered this long before the caller's deadline
+PIPELINE_NOT_FOUND = "PIPELINE_NOT_FOUND"  # ErrorInfo reasons of NOT_FOUND
+PROCESSING_RUN_NOT_FOUND = "PROCESSING_RUN_NOT_FOUND"
 
 # The limits that make "accepted" mean "readable" (README "Limits"):
 #: Largest request and response message (a Publish of many events).
@@ -94,8 +110,10 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         idle_wake_seconds: float = 5.0,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         page_bytes: int = PAGE_BYTES,
+        read_models: ReadModels | None = None,
     ):
         self.store = store
+        self.read_models = ReadModels(store) if read_models is None else read_models
         self.max_event_bytes = max_event_bytes
         self.page_bytes = page_bytes
         self._stopping = asyncio.Event()
@@ -259,19 +277,105 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             for task in (waiting, stopping):
                 task.cancel()
 
-    async def GetPipelineState(self, request, context):
-        await context.abort_with_status(
-            status(
-                code_pb2.UNIMPLEMENTED, "state queries arrive with the projections"
-            ).grpc_status()
+    # --- state queries --------------------------------------------------------------------
+
+    async def _models_at(self, min_position: int, context: grpc.aio.ServicerContext) -> int:
+        """Wait (briefly) for the read models to reach `min_position`; their position.
+
+        Raises:
+            RpcError: UNAVAILABLE with a RetryInfo while the first catch-up is folding.
+        """
+        models = self.read_models
+        head = await self.store.head_position()  # a position beyond the head is not waited for
+        wait = READ_YOUR_WRITES_SECONDS
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer before the caller's deadline passes
+            wait = min(wait, max(0.0, remaining - DEADLINE_MARGIN_SECONDS))
+        position = await models.wait(min(min_position, head), wait)
+        if not models.ready:
+            delay = duration_pb2.Duration(seconds=1)
+            raise RpcError(
+                details_status(
+                    code_pb2.UNAVAILABLE,
+                    f"the read models are being rebuilt: folded to position {position} of"
+                    f" {models.caught_up_to}; retry shortly",
+                    error_details_pb2.RetryInfo(retry_delay=delay),
+                )
+            )
+        return position
+
+    @staticmethod
+    def _not_found(what: str, id_: str, position: int, reason: str) -> RpcError:
+        return error_info(
+            code_pb2.NOT_FOUND,
+            f"no {what} {id_} in the log (folded up to position {position})",
+            reason,
+            position=str(position),
         )
 
+    async def GetPipelineState(self, request, context):
+        try:
+            validate(request)
+            position = await self._models_at(request.min_position, context)
+            state = self.read_models.pipeline(uuid.UUID(request.pipeline_id))
+            if state is None:
+                raise self._not_found("pipeline", request.pipeline_id, position, PIPELINE_NOT_FOUND)
+            return service_pb2.GetPipelineStateResponse(
+                state=messages.pipeline_to_proto(state), position=position
+            )
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+
     async def GetProcessingState(self, request, context):
-        await context.abort_with_status(
-            status(
-                code_pb2.UNIMPLEMENTED, "state queries arrive with the projections"
-            ).grpc_status()
-        )
+        try:
+            validate(request)
+            position = await self._models_at(request.min_position, context)
+            state = self.read_models.run(uuid.UUID(request.processing_id))
+            if state is None:
+                raise self._not_found(
+                    "processing run", request.processing_id, position, PROCESSING_RUN_NOT_FOUND
+                )
+            return service_pb2.GetProcessingStateResponse(
+                state=messages.run_to_proto(state), position=position
+            )
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+
+    async def ListProcessingRuns(self, request, context):
+        try:
+            validate(request)
+            before = _parse_page_token(request.page_token)
+            position = await self._models_at(request.min_position, context)
+            page, next_before = self.read_models.runs_page(
+                pipeline_id=uuid.UUID(request.pipeline_id) if request.pipeline_id else None,
+                statuses=[ProcessingStatus(number) for number in request.statuses],
+                page_size=request.page_size or DEFAULT_RUNS_PAGE,
+                before_position=before,
+            )
+            return service_pb2.ListProcessingRunsResponse(
+                runs=[messages.summary_to_proto(run) for run in page],
+                next_page_token="" if next_before is None else f"{_TOKEN_PREFIX}{next_before}",
+                position=position,
+            )
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+
+
+_TOKEN_PREFIX = "runs-before-"
+
+
+def _parse_page_token(token: str) -> int | None:
+    """The first position a page of runs ends before (None: the first page).
+
+    Raises:
+        RpcError: INVALID_ARGUMENT, not a token this service gave.
+    """
+    if not token:
+        return None
+    digits = token.removeprefix(_TOKEN_PREFIX)
+    if digits == token or not digits.isascii() or not digits.isdigit() or len(digits) > 20:
+        raise bad_request([("page_token", "not a page token of ListProcessingRuns")])
+    return int(digits)
 
 
 def _add_event_service(service: EventService, server: grpc.aio.Server) -> None:
@@ -310,6 +414,11 @@ def _add_event_service(service: EventService, server: grpc.aio.Server) -> None:
             service_pb2.GetProcessingStateRequest.FromString,
             service_pb2.GetProcessingStateResponse.SerializeToString,
         ),
+        "ListProcessingRuns": grpc.unary_unary_rpc_method_handler(
+            service.ListProcessingRuns,
+            service_pb2.ListProcessingRunsRequest.FromString,
+            service_pb2.ListProcessingRunsResponse.SerializeToString,
+        ),
     }
     missing = set(service_pb2.DESCRIPTOR.services_by_name["EventService"].methods_by_name)
     assert missing == set(handlers), f"RPCs without a handler: {missing - set(handlers)}"
@@ -333,6 +442,7 @@ class RunningServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.begin_shutdown()
         await self.server.stop(grace)
+        await self.service.read_models.close()  # its snapshot, before the store closes
 
 
 async def start_server(
@@ -402,6 +512,7 @@ async def start_server(
         ) from error
     if port == 0:
         raise OSError(f"cannot listen on {listen}: the address is in use or not available")
+    await service.read_models.start()  # loads the snapshot; folds the rest in the background
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import queue
@@ -911,10 +912,8 @@ class SQLiteEventStore(EventStore):
                 raise
             self._frames += len(data) // 4096 + 1  # WAL pages it wrote, for the checkpoints
         assert self._loop is not None
-        try:
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
             self._loop.call_soon_threadsafe(self._flush)  # appends gathered meanwhile
-        except RuntimeError:  # the loop is closed
-            pass
 
     async def load_snapshot(self, name: str) -> Snapshot | None:
         self._check_open()
@@ -922,9 +921,13 @@ class SQLiteEventStore(EventStore):
         return None if row is None else Snapshot(row[0], bytes(row[1]))
 
     def _load_snapshot(self, name: str) -> tuple[int, bytes] | None:
-        return self._reader().execute(  # type: ignore[no-any-return]
-            "SELECT position, data FROM snapshots WHERE name = ?", (name,)
-        ).fetchone()
+        return (
+            self._reader()
+            .execute(  # type: ignore[no-any-return]
+                "SELECT position, data FROM snapshots WHERE name = ?", (name,)
+            )
+            .fetchone()
+        )
 
     async def close(self) -> None:
         if self._closed:

@@ -35,8 +35,9 @@ class EventServiceStub:
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
     different content; NOT_FOUND for a state query about an unknown id
-    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
-    had folded the log);
+    (ErrorInfo reason PIPELINE_NOT_FOUND or PROCESSING_RUN_NOT_FOUND, metadata
+    `position`: how far the projections had folded the log); UNAVAILABLE with
+    a RetryInfo while a restarted server's projections catch up;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -104,8 +105,9 @@ class EventServiceServicer:
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
     different content; NOT_FOUND for a state query about an unknown id
-    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
-    had folded the log);
+    (ErrorInfo reason PIPELINE_NOT_FOUND or PROCESSING_RUN_NOT_FOUND, metadata
+    `position`: how far the projections had folded the log); UNAVAILABLE with
+    a RetryInfo while a restarted server's projections catch up;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -231,8 +233,9 @@ class EventService:
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
     different content; NOT_FOUND for a state query about an unknown id
-    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
-    had folded the log);
+    (ErrorInfo reason PIPELINE_NOT_FOUND or PROCESSING_RUN_NOT_FOUND, metadata
+    `position`: how far the projections had folded the log); UNAVAILABLE with
+    a RetryInfo while a restarted server's projections catch up;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 

@@ -36,8 +36,9 @@ class EventServiceStub:
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
     different content; NOT_FOUND for a state query about an unknown id
-    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
-    had folded the log);
+    (ErrorInfo reason PIPELINE_NOT_FOUND or PROCESSING_RUN_NOT_FOUND, metadata
+    `position`: how far the projections had folded the log); UNAVAILABLE with
+    a RetryInfo while a restarted server's projections catch up;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -92,8 +93,9 @@ class EventServiceAsyncStub(EventServiceStub):
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
     different content; NOT_FOUND for a state query about an unknown id
-    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
-    had folded the log);
+    (ErrorInfo reason PIPELINE_NOT_FOUND or PROCESSING_RUN_NOT_FOUND, metadata
+    `position`: how far the projections had folded the log); UNAVAILABLE with
+    a RetryInfo while a restarted server's projections catch up;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
@@ -144,8 +146,9 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     `actual`) for a failed concurrency check; ALREADY_EXISTS (ErrorInfo reason
     DUPLICATE_EVENT_ID_CONFLICT) when an event id is already stored with
     different content; NOT_FOUND for a state query about an unknown id
-    (ErrorInfo reason NOT_FOUND, metadata `position`: how far the projections
-    had folded the log);
+    (ErrorInfo reason PIPELINE_NOT_FOUND or PROCESSING_RUN_NOT_FOUND, metadata
+    `position`: how far the projections had folded the log); UNAVAILABLE with
+    a RetryInfo while a restarted server's projections catch up;
     RESOURCE_EXHAUSTED for requests over the server's limits;
     UNAUTHENTICATED / PERMISSION_DENIED for rejected callers.
 
