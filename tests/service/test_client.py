@@ -21,9 +21,9 @@ from pipeline_events.client import (
     DuplicateEventError,
     EventClient,
     InvalidArgumentError,
+    NotFoundError,
     PublishBatch,
     ServiceUnavailableError,
-    UnimplementedError,
     WrongExpectedRevisionError,
 )
 from pipeline_events.service.server import RunningServer, start_server
@@ -481,11 +481,12 @@ async def test_a_server_that_never_answers_times_out() -> None:
     assert time.monotonic() - started < 5
 
 
-async def test_state_queries_say_they_are_not_implemented(events_client: AsyncEventClient) -> None:
-    with pytest.raises(UnimplementedError, match="GetPipelineState"):
-        await events_client.get_pipeline_state(uuid.uuid4())
-    with pytest.raises(NotImplementedError, match="GetProcessingState"):
-        await events_client.get_processing_state(uuid.uuid4())
+async def test_state_queries_of_unknown_ids_are_not_found(events_client: AsyncEventClient) -> None:
+    with pytest.raises(NotFoundError, match="no pipeline") as raised:
+        await events_client.pipeline_state(uuid.uuid4())
+    assert raised.value.reason == "PIPELINE_NOT_FOUND" and raised.value.metadata == {"position": "0"}
+    with pytest.raises(LookupError, match="no processing run"):
+        await events_client.run_state(uuid.uuid4())
 
 
 # --- the sync client --------------------------------------------------------------------------
@@ -520,10 +521,9 @@ def test_sync_client_publishes_reads_and_reports_errors(sync_client: EventClient
     with pytest.raises(InvalidArgumentError) as invalid:
         sync_client.publish(bad)
     assert "events[0].aggregate_id" in {v.field for v in invalid.value.field_violations}
-    with pytest.raises(UnimplementedError):
-        sync_client.get_pipeline_state(pipeline)
-    with pytest.raises(UnimplementedError):
-        sync_client.get_processing_state(pipeline)
+    assert sync_client.pipeline_state(pipeline, min_position=6).revision == 6
+    with pytest.raises(NotFoundError):
+        sync_client.run_state(pipeline)
 
     acks = list(sync_client.publish_stream([chunk_events(pipeline, 1), [bad]]))
     assert acks[0].result is not None and acks[0].result.positions[0].revision == 7

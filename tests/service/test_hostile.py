@@ -75,6 +75,7 @@ DEFAULT_INPUTS = {
     "Subscribe": 1000,
     "GetPipelineState": 500,
     "GetProcessingState": 500,
+    "ListProcessingRuns": 500,
 }
 RPCS = tuple(DEFAULT_INPUTS)
 CALL_TIMEOUT = 10.0  # a call still running after this long is a hung server
@@ -481,6 +482,18 @@ def valid_processing_state(rnd: random.Random, pool: Pool) -> service_pb2.GetPro
     return service_pb2.GetProcessingStateRequest(processing_id=pool.some_id(rnd))
 
 
+def valid_list_runs(rnd: random.Random, pool: Pool) -> service_pb2.ListProcessingRunsRequest:
+    request = service_pb2.ListProcessingRunsRequest(page_size=rnd.choice((0, 1, 7, 1000)))
+    if rnd.random() < 0.5:
+        request.pipeline_id = str(pool.pipeline(rnd))
+    request.statuses.extend(rnd.sample(range(1, 6), rnd.randint(0, 3)))
+    if rnd.random() < 0.3:
+        request.page_token = f"runs-before-{rnd.randint(1, 500)}"
+    if rnd.random() < 0.3:
+        request.min_position = rnd.choice((1, 10, *BIG_U64))
+    return request
+
+
 VALID: dict[str, Callable[[random.Random, Pool], Message]] = {
     "Publish": valid_publish,
     "PublishStream": valid_publish_stream,
@@ -488,6 +501,7 @@ VALID: dict[str, Callable[[random.Random, Pool], Message]] = {
     "Subscribe": valid_subscribe,
     "GetPipelineState": valid_pipeline_state,
     "GetProcessingState": valid_processing_state,
+    "ListProcessingRuns": valid_list_runs,
 }
 REQUEST_TYPES: dict[str, type[Message]] = {
     "Publish": service_pb2.PublishRequest,
@@ -496,6 +510,7 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     "Subscribe": service_pb2.SubscribeRequest,
     "GetPipelineState": service_pb2.GetPipelineStateRequest,
     "GetProcessingState": service_pb2.GetProcessingStateRequest,
+    "ListProcessingRuns": service_pb2.ListProcessingRunsRequest,
 }
 RESPONSE_TYPES: dict[str, type[Message]] = {
     "Publish": service_pb2.PublishResponse,
@@ -504,6 +519,7 @@ RESPONSE_TYPES: dict[str, type[Message]] = {
     "Subscribe": service_pb2.SubscribeResponse,
     "GetPipelineState": service_pb2.GetPipelineStateResponse,
     "GetProcessingState": service_pb2.GetProcessingStateResponse,
+    "ListProcessingRuns": service_pb2.ListProcessingRunsResponse,
 }
 
 
@@ -1018,7 +1034,10 @@ class Fuzz:
         raw = {"request_serializer": None, "response_deserializer": None}
         self.unary = {
             rpc: self.channel.unary_unary(SERVICE + rpc, **raw)
-            for rpc in ("Publish", "ReadAggregate", "GetPipelineState", "GetProcessingState")
+            for rpc in (
+                "Publish", "ReadAggregate", "GetPipelineState", "GetProcessingState",
+                "ListProcessingRuns",
+            )  # fmt: skip
         }
         self.stream = self.channel.stream_stream(SERVICE + "PublishStream", **raw)
         self.subscription = self.channel.unary_stream(SERVICE + "Subscribe", **raw)

@@ -339,7 +339,7 @@ async def test_catch_up_hands_over_to_live_with_no_gap_and_no_duplicate(stub) ->
 # --- the rest of the service surface -------------------------------------------------------
 
 
-async def test_state_queries_are_unimplemented_until_the_projections(stub) -> None:
+async def test_state_queries_of_unknown_ids_are_not_found_with_the_position(stub) -> None:
     for call in (
         stub.GetPipelineState(service_pb2.GetPipelineStateRequest(pipeline_id=str(uuid.uuid4()))),
         stub.GetProcessingState(
@@ -348,7 +348,8 @@ async def test_state_queries_are_unimplemented_until_the_projections(stub) -> No
     ):
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await call
-        assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "folded up to position 0" in raised.value.details()
 
 
 async def test_health_and_reflection(running) -> None:
