@@ -86,9 +86,10 @@ test: $(STAMP) toolchains ## Run the test suite (Python, Node.js, Go, Java)
 	$(PYTHON) -m pytest
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks (codecs ~1 min; projections ~30 s; store vs eventsourcing and bare SQLite ~15 min)
+bench: $(STAMP) ## Run the benchmarks (codecs ~1 min; projections ~30 s; state queries ~1 min; store vs eventsourcing and bare SQLite ~15 min)
 	$(PYTHON) bench/codecs.py
 	$(PYTHON) bench/projections.py
+	$(PYTHON) bench/state_queries.py
 	$(PYTHON) bench/store.py --durability both
 
 .PHONY: check

@@ -43,6 +43,12 @@ def _revision(text: str) -> int:
     return int(text)
 
 
+def _position(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a position >= 0, not {text!r}")
+    return int(text)
+
+
 def _start_position(text: str) -> str | int:
     if text in ("start", "end"):
         return text
@@ -134,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_publish(commands)
     _add_tail(commands)
     _add_history(commands)
+    _add_state_queries(commands)
     _client_command(
         commands, "status", "show whether the service is up and how many events it holds"
     )
@@ -242,6 +249,37 @@ def _add_history(commands: Any) -> None:
     )  # fmt: skip
     history.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N events")
     history.add_argument("--backwards", action="store_true", help="newest first")
+
+
+RUN_STATUSES = ("running", "paused", "completed", "failed", "cancelled")
+
+
+def _min_position(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--min-position", type=_position, default=0, metavar="N",
+        help="answer once the service's read models have folded the log up to position N "
+        "(read your writes: the position publish reported); default 0, no wait",
+    )  # fmt: skip
+
+
+def _add_state_queries(commands: Any) -> None:
+    run = _client_command(commands, "run", "show one processing run's state")
+    run.add_argument("processing_id", type=_uuid)
+    _min_position(run)
+    runs = _client_command(commands, "runs", "list processing runs, newest first")
+    runs.add_argument("--pipeline", type=_uuid, metavar="ID", help="only this pipeline's runs")
+    runs.add_argument(
+        "--status", action="append", choices=RUN_STATUSES, metavar="STATUS",
+        help=f"only runs in this status: {', '.join(RUN_STATUSES)} (repeatable)",
+    )  # fmt: skip
+    runs.add_argument(
+        "--limit", type=_positive_int, default=20, metavar="N",
+        help="show at most N runs (default %(default)s)",
+    )  # fmt: skip
+    _min_position(runs)
+    pipeline = _client_command(commands, "pipeline", "show one pipeline's state")
+    pipeline.add_argument("pipeline_id", type=_uuid)
+    _min_position(pipeline)
 
 
 def _add_demo(commands: Any) -> None:

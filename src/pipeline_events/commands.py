@@ -1,9 +1,10 @@
-"""The client commands of the CLI: publish, tail, history, status, demo.
+"""The client commands of the CLI: publish, tail, history, status, demo, run, runs, pipeline.
 
 Each takes the parsed arguments and returns an exit status. People get rich
 tables and progress bars on a terminal; `--json` gives JSON Lines for machines:
 for tail and history, the contract's proto3 JSON of each RecordedEvent, which
-`publish --format proto-json` reads back.
+`publish --format proto-json` reads back; for run, runs and pipeline, the proto3
+JSON of state.proto's messages with its field names (`reports.as_json`).
 """
 
 from __future__ import annotations
@@ -20,28 +21,32 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, TypeVar
 
 import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
 from google.protobuf import json_format, timestamp_pb2
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline_events import adapter, domain
+from pipeline_events import adapter, domain, reports
 from pipeline_events.client import (
     ClientError,
     DeadlineExceededError,
     DuplicateEventError,
     EventClient,
     InvalidArgumentError,
+    NotFoundError,
+    ProjectionBehindError,
     PublishResult,
     RecordedEvent,
     ServiceUnavailableError,
 )
 from pipeline_events.convert import READERS
 from pipeline_events.errors import DecodeError
+from pipeline_events.projections import messages
 from pipeline_events.store import ExpectedState
 
 
@@ -591,6 +596,91 @@ def _runs(events: list[domain.Event]) -> Iterator[list[domain.Event]]:
         batch.append(event)
     if batch:
         yield batch
+
+
+# --- run, runs and pipeline: the service's read models ---------------------------------------
+
+_T = TypeVar("_T")
+
+
+def _query(args: argparse.Namespace, ask: Callable[[EventClient], _T]) -> _T | None:
+    """A state query's answer; None after saying on one line why there is none.
+
+    An unknown id and read models behind `--min-position` are this command's
+    failures (exit 1); an unreachable service is left to `guarded` (exit 2).
+    """
+    with _client(args) as client:
+        try:
+            return ask(client)
+        except (NotFoundError, ProjectionBehindError) as error:
+            err.print(f"pipeline-events {args.command}: {error}")
+            return None
+
+
+def _write_line(data: dict[str, Any]) -> None:
+    sys.stdout.buffer.write(orjson.dumps(data) + b"\n")
+
+
+def _show(report: RenderableType) -> None:
+    """Print a report: on a terminal at its width; piped, as wide as the report needs,
+    so that no cell wraps (a line of a table stays one line for grep)."""
+    if out.is_terminal:
+        out.print(report)
+        return
+    options = out.options.update(width=1 << 16, max_width=1 << 16)
+    width = Measurement.get(out, options, report).maximum
+    _Console(file=out.file, width=max(width, 80)).print(report)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    """`run`: one processing run's state, as a report or as its ProcessingRunState JSON."""
+    state = _query(args, lambda c: c.run_state(args.processing_id, min_position=args.min_position))
+    if state is None:
+        return 1
+    if args.json:
+        _write_line(reports.as_json(messages.run_to_proto(state)))
+    else:
+        _show(reports.run_report(state))
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    """`runs`: processing runs, newest first, as a table or ProcessingRunSummary JSON Lines."""
+    summaries = _query(
+        args,
+        lambda client: client.runs(
+            pipeline_id=args.pipeline,
+            statuses=args.status or (),
+            limit=args.limit,
+            min_position=args.min_position,
+        ),
+    )
+    if summaries is None:
+        return 1
+    if args.json:
+        for summary in summaries:
+            _write_line(reports.as_json(reports.summary_message(summary)))
+        return 0
+    if not summaries:
+        out.print("no runs")
+        return 0
+    more = f" (--limit {args.limit}: there may be more)" if len(summaries) == args.limit else ""
+    _show(reports.runs_table(summaries, title=f"{_count(len(summaries), 'run')}{more}"))
+    return 0
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    """`pipeline`: one pipeline's state, as a report or as its PipelineState JSON."""
+    state = _query(
+        args, lambda c: c.pipeline_state(args.pipeline_id, min_position=args.min_position)
+    )
+    if state is None:
+        return 1
+    if args.json:
+        _write_line(reports.as_json(messages.pipeline_to_proto(state)))
+    else:
+        _show(reports.pipeline_report(state))
+    return 0
 
 
 def guarded(command: Any, args: argparse.Namespace) -> int:

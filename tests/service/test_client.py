@@ -484,7 +484,9 @@ async def test_a_server_that_never_answers_times_out() -> None:
 async def test_state_queries_of_unknown_ids_are_not_found(events_client: AsyncEventClient) -> None:
     with pytest.raises(NotFoundError, match="no pipeline") as raised:
         await events_client.pipeline_state(uuid.uuid4())
-    assert raised.value.reason == "PIPELINE_NOT_FOUND" and raised.value.metadata == {"position": "0"}
+    assert raised.value.reason == "PIPELINE_NOT_FOUND" and raised.value.metadata == {
+        "position": "0"
+    }
     with pytest.raises(LookupError, match="no processing run"):
         await events_client.run_state(uuid.uuid4())
 

@@ -78,6 +78,8 @@ DEFAULT_INPUTS = {
     "ListProcessingRuns": 500,
 }
 RPCS = tuple(DEFAULT_INPUTS)
+UNARY_RPCS = ("Publish", "ReadAggregate", "GetPipelineState", "GetProcessingState",
+              "ListProcessingRuns")  # fmt: skip
 CALL_TIMEOUT = 10.0  # a call still running after this long is a hung server
 #: Codes that mean the server broke: a handler raised (UNKNOWN), gRPC itself failed
 #: (INTERNAL), the call hung (DEADLINE_EXCEEDED) or the server went away (UNAVAILABLE).
@@ -1032,13 +1034,7 @@ class Fuzz:
     def __post_init__(self) -> None:
         self.store = self.server.service.store
         raw = {"request_serializer": None, "response_deserializer": None}
-        self.unary = {
-            rpc: self.channel.unary_unary(SERVICE + rpc, **raw)
-            for rpc in (
-                "Publish", "ReadAggregate", "GetPipelineState", "GetProcessingState",
-                "ListProcessingRuns",
-            )  # fmt: skip
-        }
+        self.unary = {rpc: self.channel.unary_unary(SERVICE + rpc, **raw) for rpc in UNARY_RPCS}
         self.stream = self.channel.stream_stream(SERVICE + "PublishStream", **raw)
         self.subscription = self.channel.unary_stream(SERVICE + "Subscribe", **raw)
 

@@ -129,6 +129,10 @@ class ReadModels:
                     await self._save_snapshot()
                 if self.position >= page.head:
                     await self.store.wait_for_append(self.position)
+                else:
+                    # Small reads run on the loop's thread and never suspend: without this
+                    # a rebuild would hold the loop (every RPC) until it caught up.
+                    await asyncio.sleep(0)
             except StoreClosedError:
                 return
             except StoreError as error:

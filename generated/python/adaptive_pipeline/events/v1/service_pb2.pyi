@@ -725,7 +725,10 @@ class ListProcessingRunsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     MIN_POSITION_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
-    """Only runs of this pipeline (UUID); empty: every pipeline."""
+    """Only runs of this pipeline (UUID); empty: every pipeline. (One
+    buf.validate.field option per field: protoc keeps two statements apart in
+    the descriptor, so generated code would differ by how it was compiled.)
+    """
     page_size: _builtins.int
     """Runs per page, at most 1000; 0: 100."""
     page_token: _builtins.str

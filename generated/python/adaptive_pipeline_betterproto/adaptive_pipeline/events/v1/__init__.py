@@ -1019,7 +1019,9 @@ class ListProcessingRunsRequest(betterproto2.Message):
 
     pipeline_id: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
     """
-    Only runs of this pipeline (UUID); empty: every pipeline.
+    Only runs of this pipeline (UUID); empty: every pipeline. (One
+    buf.validate.field option per field: protoc keeps two statements apart in
+    the descriptor, so generated code would differ by how it was compiled.)
     """
 
     statuses: "list[ProcessingStatus]" = betterproto2.field(

@@ -1,0 +1,409 @@
+"""The read models as reports for people, and their summaries as the contract's messages.
+
+Pure functions from the projections' states to rich renderables (what `pipeline-events
+run`, `runs` and `pipeline` print) and to state.proto messages: no I/O, no client,
+no clock. Text is `Text`, never markup: ids, paths and error messages hold brackets.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from adaptive_pipeline.events.v1 import state_pb2
+from google.protobuf import json_format
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from pipeline_events import domain
+from pipeline_events.projections import (
+    Anomaly,
+    PipelineState,
+    PipelineStatus,
+    ProcessingRunState,
+    ProcessingStatus,
+    RunSummary,
+    StageState,
+)
+from pipeline_events.timestamps import NanoDatetime
+
+__all__ = [
+    "NONE",
+    "RUN_COLUMNS",
+    "STAGE_COLUMNS",
+    "as_json",
+    "pipeline_report",
+    "run_report",
+    "runs_table",
+    "summary_message",
+]
+
+NONE = "-"  # a value not known (yet)
+STAGE_COLUMNS = ("stage", "type", "status", "chunks", "bytes", "time ms", "started", "ended",
+                 "duration", "error")  # fmt: skip
+RUN_COLUMNS = ("run", "pipeline", "status", "input", "started", "ended", "chunks", "anomalies",
+               "error")  # fmt: skip
+_UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+# --- values ---------------------------------------------------------------------------------
+
+
+def status_name(status: ProcessingStatus | PipelineStatus | Any) -> str:
+    """`completed`, `not started`: an enum member's name for people."""
+    return status.name.lower().replace("_", " ")
+
+
+def format_time(value: _dt.datetime | None) -> str:
+    """`2023-11-14 22:13:20.123Z` (UTC, to the millisecond), or - when unknown."""
+    if value is None:
+        return NONE
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.UTC)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def format_duration(value: _dt.timedelta | int | None) -> str:
+    """`840 ms`, `12.345 s`, `3 min 04.500 s`, `2 h 05 min 10 s` (an int is nanoseconds)."""
+    if value is None:
+        return NONE
+    nanos = value if isinstance(value, int) else value // _dt.timedelta(microseconds=1) * 1000
+    millis = nanos / 1e6
+    if millis < 1000:
+        return f"{millis:.0f} ms" if millis >= 1 or nanos == 0 else f"{millis:.3f} ms"
+    seconds = nanos / 1e9
+    if seconds < 60:
+        return f"{seconds:.3f} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{int(minutes)} min {seconds:06.3f} s"
+    hours, minutes = divmod(int(minutes), 60)
+    return f"{hours} h {minutes:02d} min {int(seconds):02d} s"
+
+
+def format_size(size: int) -> str:
+    """`512 B`, `4.0 KiB`, `12.0 MiB` (binary units)."""
+    if size < 1024:
+        return f"{size} B"
+    value = float(size)
+    for unit in _UNITS:
+        value /= 1024
+        if value < 1024 or unit == _UNITS[-1]:
+            break
+    return f"{value:.1f} {unit}"
+
+
+def _exact_size(size: int) -> str:
+    return f"{format_size(size)} ({size:,} bytes)" if size >= 1024 else format_size(size)
+
+
+def _error(code: str, message: str) -> str:
+    return ": ".join(part for part in (code, message) if part)
+
+
+def _or_none(value: object) -> str:
+    return NONE if value is None or value == "" else str(value)
+
+
+# --- building blocks ------------------------------------------------------------------------
+
+
+def _fields(rows: Iterable[tuple[str, str]]) -> Table:
+    """Label and value, one per line (labels dim)."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    for label, value in rows:
+        grid.add_row(Text(label), Text(value))
+    return grid
+
+
+def _table(columns: Sequence[str], title: str | None = None, numeric: Sequence[str] = ()) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False)
+    for column in columns:
+        table.add_column(column, justify="right" if column in numeric else "left")
+    return table
+
+
+def _heading(text: str) -> Text:
+    return Text(text, style="bold underline")
+
+
+def _anomalies(anomalies: Sequence[Anomaly]) -> RenderableType:
+    if not anomalies:
+        return Text("no anomalies")
+    table = _table(("kind", "position", "event", "description"), numeric=("position",))
+    for anomaly in anomalies:
+        table.add_row(
+            Text(str(anomaly.kind)),
+            Text(str(anomaly.position)),
+            Text(anomaly.event_type),
+            Text(anomaly.description),
+        )
+    return table
+
+
+# --- one processing run ---------------------------------------------------------------------
+
+
+def _run_fields(state: ProcessingRunState) -> list[tuple[str, str]]:
+    paths = f"{state.input_path or NONE} → {state.output_path or NONE}"
+    sizes = f"{_exact_size(state.file_size)} → " + (
+        _exact_size(state.output_size) if state.output_size else NONE
+    )
+    paused = format_duration(state.paused_ns)
+    if state.paused_since is not None:
+        paused += f" (paused since {format_time(state.paused_since)})"
+    rows = [
+        ("run", str(state.processing_id)),
+        ("pipeline", str(state.pipeline_id)),
+        ("status", status_name(state.status)),
+        ("input → output", paths),
+        ("file size → output size", sizes),
+        ("started", format_time(state.started_at)),
+        ("ended", format_time(state.ended_at)),
+        ("duration", format_duration(state.duration_ns)),
+        ("active duration", format_duration(state.active_ns)),
+        ("time paused", paused),
+        ("pauses / resumes", f"{state.pause_count} / {state.resume_count}"),
+    ]
+    if state.status is ProcessingStatus.CANCELLED:
+        by = f" (by {state.cancelled_by})" if state.cancelled_by else ""
+        rows.append(("cancel reason", (state.error_message or NONE) + by))
+    elif state.status is ProcessingStatus.PAUSED:
+        rows.append(("pause reason", state.error_message or NONE))
+    elif state.error_code or state.error_message:
+        rows.append(("error", _error(state.error_code, state.error_message)))
+    if state.failed_stage is not None:
+        rows.append(("failed stage", state.failed_stage))
+    context = state.security_context
+    if context is not None and context.user_id:
+        rows.append(("user", context.user_id))
+    rows.append(("events folded", f"{state.events_folded} (last position {state.last_position})"))
+    return rows
+
+
+def _stage_row(stage: StageState) -> list[Text]:
+    values = [
+        stage.stage_name,
+        stage.stage_type or NONE,
+        status_name(stage.status),
+        str(stage.chunks_processed),
+        format_size(stage.bytes_processed),
+        str(stage.processing_time_ms),
+        format_time(stage.started_at),
+        format_time(stage.ended_at),
+        format_duration(stage.duration_ns),
+        _error(stage.error_code, stage.error_message) or NONE,
+    ]
+    return [Text(value) for value in values]
+
+
+def _stages(state: ProcessingRunState) -> RenderableType:
+    if not state.stages:
+        return Text("no stages")
+    table = _table(STAGE_COLUMNS, numeric=("chunks", "bytes", "time ms"))
+    for stage in state.stages.values():
+        table.add_row(*_stage_row(stage))
+    return table
+
+
+def _part(done: int, total: int, size: bool = False) -> str:
+    shown = format_size if size else str
+    if not total:
+        return shown(done)
+    return f"{shown(done)} of {shown(total)} ({done / total:.0%})"
+
+
+def _metrics(metrics: domain.ProcessingMetrics | None) -> RenderableType:
+    if metrics is None:
+        return Text("no metrics reported")
+    duration = metrics.processing_duration
+    ratio = metrics.compression_ratio
+    return _fields(
+        [
+            ("bytes processed", _part(metrics.bytes_processed, metrics.bytes_total, size=True)),
+            ("chunks processed", _part(metrics.chunks_processed, metrics.chunks_total)),
+            ("throughput", f"{format_size(round(metrics.throughput_bytes_per_second))}/s"),
+            ("processing time", NONE if duration is None else format_duration(
+                duration.secs * 1_000_000_000 + duration.nanos)),
+            ("compression ratio", NONE if ratio is None else f"{ratio:.3f}"),
+            ("errors / warnings", f"{metrics.error_count} / {metrics.warning_count}"),
+        ]
+    )  # fmt: skip
+
+
+def _exhaustion(event: domain.ResourceExhausted) -> str:
+    return (
+        f"{format_time(event.occurred_at)}  {event.resource_type}: {event.current_usage} of "
+        f"limit {event.limit}, {event.action_taken}"
+    )
+
+
+def _violation(event: domain.SecurityViolation) -> str:
+    who = [f"user {event.user_id}"] if event.user_id else []
+    who += [f"from {event.source_ip}"] if event.source_ip else []
+    suffix = f" ({', '.join(who)})" if who else ""
+    return (
+        f"{format_time(event.occurred_at)}  {status_name(event.severity)} "
+        f"{event.violation_type}: {event.description}{suffix}"
+    )
+
+
+def _events(title: str, lines: list[str]) -> list[RenderableType]:
+    return [Text(f"{title}: {len(lines)}"), *(Text(f"  {line}") for line in lines)]
+
+
+def _transitions(state: ProcessingRunState) -> RenderableType:
+    if not state.transitions:
+        return Text("no transitions")
+    table = _table(("status", "position", "time"), numeric=("position",))
+    for transition in state.transitions:
+        table.add_row(
+            Text(status_name(transition.status)),
+            Text(str(transition.position)),
+            Text(format_time(transition.occurred_at)),
+        )
+    return table
+
+
+def run_report(state: ProcessingRunState) -> Group:
+    """A processing run for people: header, stages, metrics, operational events,
+    anomalies and transitions."""
+    return Group(
+        _heading(f"processing run {state.processing_id}"),
+        _fields(_run_fields(state)),
+        Text(""),
+        _heading(f"stages ({len(state.stages)})"),
+        _stages(state),
+        Text(""),
+        _heading("latest metrics"),
+        _metrics(state.metrics),
+        Text(""),
+        *_events("resource exhaustions", [_exhaustion(e) for e in state.exhaustions]),
+        *_events("security violations", [_violation(e) for e in state.violations]),
+        Text(""),
+        _heading(f"anomalies ({len(state.anomalies)})"),
+        _anomalies(state.anomalies),
+        Text(""),
+        _heading("transitions"),
+        _transitions(state),
+    )
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+def _summary_row(summary: RunSummary) -> list[Text]:
+    values = [
+        str(summary.processing_id),
+        str(summary.pipeline_id),
+        status_name(summary.status),
+        summary.input_path or NONE,
+        format_time(summary.started_at),
+        format_time(summary.ended_at),
+        str(summary.chunks_processed),
+        str(summary.anomaly_count),
+        summary.error_code or NONE,
+    ]
+    return [Text(value) for value in values]
+
+
+def runs_table(summaries: Sequence[RunSummary], title: str | None = None) -> Table:
+    """Runs as a table, one row each, in the order given (the service's: newest first)."""
+    table = _table(RUN_COLUMNS, title, numeric=("chunks", "anomalies"))
+    for summary in summaries:
+        table.add_row(*_summary_row(summary))
+    return table
+
+
+def _set_time(target: Any, value: _dt.datetime | None) -> None:
+    if value is not None:
+        instant = NanoDatetime.from_datetime(value)
+        target.seconds = instant.epoch_seconds
+        target.nanos = instant.nanosecond
+
+
+def summary_message(summary: RunSummary) -> state_pb2.ProcessingRunSummary:
+    """The contract's message of a run summary (what ListProcessingRuns answered)."""
+    message = state_pb2.ProcessingRunSummary(
+        processing_id=str(summary.processing_id),
+        pipeline_id=str(summary.pipeline_id),
+        status=state_pb2.ProcessingStatus.ValueType(summary.status),
+        input_path=summary.input_path,
+        chunks_processed=summary.chunks_processed,
+        anomaly_count=summary.anomaly_count,
+        first_position=summary.first_position,
+        last_position=summary.last_position,
+        error_code=summary.error_code,
+    )
+    _set_time(message.started_at, summary.started_at)
+    _set_time(message.ended_at, summary.ended_at)
+    return message
+
+
+def as_json(message: Any) -> dict[str, Any]:
+    """A state.proto message as proto3 JSON (lowerCamelCase names, as `tail --json` writes)."""
+    return json_format.MessageToDict(message)
+
+
+# --- one pipeline ---------------------------------------------------------------------------
+
+
+def _by(who: str | None, when: _dt.datetime | None) -> str:
+    return f"{who or 'unknown'} at {format_time(when)}"
+
+
+def _pipeline_fields(state: PipelineState) -> list[tuple[str, str]]:
+    active = state.active_processing_ids
+    rows = [
+        ("pipeline", str(state.pipeline_id)),
+        ("name", state.pipeline_name or NONE),
+        ("status", status_name(state.status)),
+        ("stages", str(state.stage_count)),
+        ("created", _by(state.created_by, state.created_at)),
+        ("updated", format_time(state.updated_at)),
+    ]
+    if state.status is PipelineStatus.DELETED:
+        rows.append(("deleted", _by(state.deleted_by, state.deleted_at)))
+    rows += [
+        ("runs started", str(state.runs_started)),
+        ("runs completed", str(state.runs_completed)),
+        ("runs failed", str(state.runs_failed)),
+        ("runs cancelled", str(state.runs_cancelled)),
+        ("active runs", f"{len(active)}" + "".join(f"\n{run}" for run in active)),
+        ("security violations", str(state.security_violations)),
+        ("revision", f"{state.revision} (last position {state.last_position})"),
+    ]
+    return rows
+
+
+def _history(state: PipelineState) -> RenderableType:
+    if not state.history:
+        return Text("no changes")
+    table = _table(("revision", "time", "changes", "by"), numeric=("revision",))
+    for change in state.history:
+        table.add_row(
+            Text(str(change.revision)),
+            Text(format_time(change.occurred_at)),
+            Text("; ".join(change.changes) or NONE),
+            Text(_or_none(change.updated_by)),
+        )
+    return table
+
+
+def pipeline_report(state: PipelineState) -> Group:
+    """A pipeline for people: its definition, its runs by outcome, its changes and anomalies."""
+    return Group(
+        _heading(f"pipeline {state.pipeline_name or state.pipeline_id}"),
+        _fields(_pipeline_fields(state)),
+        Text(""),
+        _heading(f"change history ({len(state.history)})"),
+        _history(state),
+        Text(""),
+        _heading(f"anomalies ({len(state.anomalies)})"),
+        _anomalies(state.anomalies),
+    )
