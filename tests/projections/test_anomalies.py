@@ -16,6 +16,12 @@ from pipeline_events.projections import (
     pipeline,
     processing_run,
 )
+from pipeline_events.projections.base import (
+    MAX_ANOMALIES,
+    MAX_HISTORY,
+    MAX_KEPT_EVENTS,
+    MAX_STAGES,
+)
 from tests.projections.builders import OTHER_PIPELINE, event, numbered, unknown
 
 K = AnomalyKind
@@ -73,6 +79,16 @@ RUN_CASES: dict[str, tuple[list[Any], list[tuple[K, int]]]] = {
         [(K.OTHER_PIPELINE, 2)],
     ),
     "an unknown payload case": ([started, unknown(1), stage], [(K.UNKNOWN_EVENT, 2)]),
+    "a stage beyond the most a run keeps": (
+        [
+            started,
+            *(event(domain.StageStarted, 1, stage_name=f"s{n}") for n in range(MAX_STAGES)),
+            event(domain.StageStarted, 1, stage_name="one too many"),
+            event(domain.ChunkProcessed, 2, stage_name="one too many"),
+            event(domain.ChunkProcessed, 2, stage_name="s0"),
+        ],
+        [(K.TOO_MANY_STAGES, MAX_STAGES + 2), (K.TOO_MANY_STAGES, MAX_STAGES + 3)],
+    ),
 }
 
 PIPELINE_CASES: dict[str, tuple[list[Any], list[tuple[K, int]]]] = {
@@ -171,3 +187,40 @@ def test_what_the_fold_kept_after_the_anomalies() -> None:
     assert unseen.runs == {completed.processing_id: ProcessingStatus.COMPLETED}
     ended = fold_pipeline(PIPELINE_CASES["a run ending twice"][0])
     assert (ended.runs_completed, ended.runs_cancelled) == (1, 0)
+
+
+# --- what grows with the log is bounded; the counts cover everything ------------------------
+
+
+def test_a_run_keeps_its_first_anomalies_and_counts_them_all() -> None:
+    after_end = [event(domain.ChunkProcessed, 7)] * (MAX_ANOMALIES + 50)
+    state = fold_run([started, completed, *after_end])
+    assert state.anomaly_count == MAX_ANOMALIES + 50
+    assert [a.position for a in state.anomalies] == list(range(3, 3 + MAX_ANOMALIES))
+    assert state.events_folded == 2 + MAX_ANOMALIES + 50
+
+
+def test_a_run_keeps_its_latest_violations_and_exhaustions_and_counts_them_all() -> None:
+    violations = [
+        event(domain.SecurityViolation, 1 + n / 1000, description=f"attempt {n}") for n in range(25)
+    ]
+    exhaustions = [
+        event(domain.ResourceExhausted, 2 + n / 1000) for n in range(MAX_KEPT_EVENTS + 1)
+    ]
+    state = fold_run([started, *violations, *exhaustions])
+    assert (state.security_violations, state.resource_exhaustions) == (25, MAX_KEPT_EVENTS + 1)
+    assert [v.description for v in state.violations] == [
+        f"attempt {n}" for n in range(25 - MAX_KEPT_EVENTS, 25)
+    ]
+    assert state.exhaustions == exhaustions[1:]
+
+
+def test_a_pipeline_keeps_its_latest_changes_and_counts_them_all() -> None:
+    updates = [
+        event(domain.PipelineUpdated, 1 + n / 1000, changes=(f"change {n}",))
+        for n in range(MAX_HISTORY + 5)
+    ]
+    state = fold_pipeline([created, *updates])
+    assert state.update_count == MAX_HISTORY + 5
+    assert state.changes == [f"change {n}" for n in range(5, MAX_HISTORY + 5)]
+    assert [change.position for change in state.history] == list(range(7, MAX_HISTORY + 7))

@@ -21,6 +21,7 @@ from pipeline_events.projections import (
     RunSummary,
     StageState,
     StageStatus,
+    Transition,
     messages,
     replay,
 )
@@ -30,6 +31,8 @@ from tests.projections.test_properties import ANY_LOG, PROPERTY
 
 # Contract fields whose attribute has another name: the events themselves, not envelopes.
 RENAMED = {"resource_exhaustion_events": "exhaustions", "security_violation_events": "violations"}
+# Contract fields of an answer, not of a state (`messages.fit` sets it).
+ANSWER_ONLY = {"truncated"}
 
 
 @pytest.mark.parametrize(
@@ -44,7 +47,9 @@ def test_every_contract_field_has_its_attribute(message: type, cls: type) -> Non
     # A dataclass field or a property of the same name (or of RENAMED's name): what the
     # RPCs convert.
     missing = [
-        f.name for f in message.DESCRIPTOR.fields if not hasattr(cls, RENAMED.get(f.name, f.name))
+        f.name
+        for f in message.DESCRIPTOR.fields
+        if f.name not in ANSWER_ONLY and not hasattr(cls, RENAMED.get(f.name, f.name))
     ]
     assert missing == []
 
@@ -122,3 +127,27 @@ def test_a_damaged_state_message_is_a_decode_error() -> None:
     message = state_pb2.PipelineState(pipeline_id=str(uuid.uuid4()), status=7)
     with pytest.raises(DecodeError, match="status"):
         messages.pipeline_from_proto(message)
+
+
+def test_an_answer_too_big_for_a_response_drops_its_oldest_entries_and_says_so() -> None:
+    run = ProcessingRunState(processing_id=uuid.uuid4(), pipeline_id=uuid.uuid4())
+    run.transitions = [
+        Transition(ProcessingStatus.PAUSED, n, NanoDatetime.from_epoch_ns(n)) for n in range(5000)
+    ]
+    message = messages.run_to_proto(run)
+    assert not messages.fit(message, message.ByteSize())  # fits exactly: untouched
+    assert not message.truncated
+    assert messages.fit(message, 20_000)
+    assert message.truncated and message.ByteSize() <= 20_000
+    positions = [t.position for t in message.transitions]
+    assert positions == list(range(5000 - len(positions), 5000))  # the latest are kept
+    assert len(positions) > 1000  # and no more were dropped than needed (~16 bytes each)
+
+
+def test_a_pipeline_answer_holds_its_latest_runs_and_counts_them_all() -> None:
+    state = PipelineState(pipeline_id=uuid.uuid4(), runs_started=messages.MAX_RUNS_IN_ANSWER + 5)
+    ids = [uuid.UUID(int=n + 1) for n in range(messages.MAX_RUNS_IN_ANSWER + 5)]
+    state.runs = dict.fromkeys(ids, ProcessingStatus.COMPLETED)
+    message = messages.pipeline_to_proto(state)
+    assert message.truncated and message.runs_started == len(ids)
+    assert [run.processing_id for run in message.runs] == [str(i) for i in ids[5:]]

@@ -27,6 +27,7 @@ from pipeline_events.projections import (
     processing_run,
     replay,
 )
+from pipeline_events.projections.base import MAX_ANOMALIES, MAX_KEPT_EVENTS
 from pipeline_events.timestamps import NanoDatetime
 from tests.projections.builders import numbered
 from tests.projections.histories import History, broken_logs, chaotic_logs, histories
@@ -108,14 +109,16 @@ def _ns(value: Any) -> int:
 def _run_data(state: ProcessingRunState) -> ProcessingRunState:
     """A run without what every folded event may touch (bookkeeping, anomalies, violations)."""
     return dataclasses.replace(
-        state.copy(), last_position=0, revision=0, events_folded=0, anomalies=[], violations=[]
-    )
+        state.copy(), last_position=0, revision=0, events_folded=0, anomalies=[], violations=[],
+        anomaly_count=0, security_violations=0,
+    )  # fmt: skip
 
 
 def _pipeline_data(state: PipelineState) -> PipelineState:
     return dataclasses.replace(
-        state.copy(), last_position=0, revision=0, events_folded=0, anomalies=[], updated_at=None
-    )
+        state.copy(), last_position=0, revision=0, events_folded=0, anomalies=[], updated_at=None,
+        anomaly_count=0,
+    )  # fmt: skip
 
 
 def _live(folded: list[Folded]) -> Replayed:
@@ -162,6 +165,7 @@ def _check_invariants(folded: list[Folded], replayed: Replayed) -> None:
         outcomes = collections.Counter(state.runs.values())
         not_started = sum(a.kind is AnomalyKind.RUN_NOT_STARTED for a in state.anomalies)
         assert len(state.runs) == state.runs_started + not_started
+        assert len(state.anomalies) == min(state.anomaly_count, MAX_ANOMALIES)
         assert (state.runs_completed, state.runs_failed, state.runs_cancelled) == (
             outcomes[S.COMPLETED],
             outcomes[S.FAILED],
@@ -182,6 +186,17 @@ def _check_invariants(folded: list[Folded], replayed: Replayed) -> None:
             n: s.chunks_processed for n, s in run.stages.items() if s.chunks_processed
         } == chunks
         assert run.chunks_processed == chunks.total()
+        # Violations (recorded even after the end) and exhaustions: every one counted, the
+        # latest kept.
+        for cls, count, kept in (
+            (domain.SecurityViolation, run.security_violations, run.violations),
+            (domain.ResourceExhausted, run.resource_exhaustions, run.exhaustions),
+        ):
+            applied = [
+                r.event for r in events if type(r.event) is cls and r.position not in dropped
+            ]
+            assert count == len(applied) and kept == applied[-MAX_KEPT_EVENTS:]
+        assert len(run.anomalies) == min(run.anomaly_count, MAX_ANOMALIES)
         # Paused time is the sum of the pause intervals its transitions record.
         intervals = [
             _ns(b.occurred_at) - _ns(a.occurred_at)

@@ -377,3 +377,57 @@ async def test_snapshots_are_saved_as_the_log_grows_and_undecodable_events_skipp
     finally:
         await models.close()
         await store.close()
+
+
+# --- every answer fits a response ---------------------------------------------------------
+
+
+async def test_a_state_bigger_than_a_response_is_trimmed_and_says_so(
+    sqlite_server: tuple[RunningServer, AsyncEventClient],
+) -> None:
+    server, client = sqlite_server
+    pipeline, run = uuid.uuid4(), uuid.uuid4()
+    long_text = "x" * 65_536  # the contract's longest free text
+    failures = [
+        domain.StageFailed.new(pipeline, run, uuid.uuid4(), f"stage {n}", long_text, "E")
+        for n in range(60)
+    ]
+    started = domain.ProcessingStarted.new(pipeline, run, "/i", "/o", 1, CONTEXT)
+    await client.publish([started])
+    for start in range(0, 60, 20):
+        result = await client.publish(failures[start : start + 20])
+    head = result.positions[-1].global_position
+    # A client of any language with gRPC's default 4 MiB limit reads it.
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        stub = service_pb2_grpc.EventServiceStub(channel)
+        response = await stub.GetProcessingState(
+            service_pb2.GetProcessingStateRequest(processing_id=str(run), min_position=head)
+        )
+    state = response.state
+    assert state.truncated and response.ByteSize() <= 3 * 1024 * 1024
+    assert 40 < len(state.stages) < 60
+    assert [s.stage_name for s in state.stages] == [f"stage {n}" for n in range(len(state.stages))]
+    assert state.anomaly_count == 60  # each failure of a stage never started
+    typed = await client.run_state(run)
+    assert len(typed.stages) == len(state.stages) and typed.anomaly_count == 60
+
+
+async def test_a_page_of_runs_is_bounded_by_bytes_and_the_next_page_goes_on(
+    sqlite_server: tuple[RunningServer, AsyncEventClient],
+) -> None:
+    _, client = sqlite_server
+    pipeline = uuid.uuid4()
+    starts = [
+        domain.ProcessingStarted.new(pipeline, uuid.uuid4(), "/" + "p" * 4000, "/o", 1, CONTEXT)
+        for _ in range(800)
+    ]
+    for begin in range(0, 800, 200):
+        result = await client.publish(starts[begin : begin + 200])
+    head = result.positions[-1].global_position
+    first = await client.list_processing_runs(
+        service_pb2.ListProcessingRunsRequest(page_size=1000, min_position=head)
+    )
+    assert 0 < len(first.runs) < 800 and first.next_page_token
+    assert first.ByteSize() <= 3 * 1024 * 1024
+    everything = await client.runs(limit=None, page_size=1000)
+    assert [s.processing_id for s in everything] == [e.processing_id for e in reversed(starts)]

@@ -20,7 +20,14 @@ if TYPE_CHECKING:  # the client needs the grpc extra; the folds must not
 #: The meaning of the folds. Bump it whenever a fold would turn the same events into
 #: different states (a new field, a changed rule): snapshots of another version are
 #: refused and the states rebuilt from the log.
-FOLD_VERSION = 2  # 2: a run's first_position
+FOLD_VERSION = 3  # 2: a run's first_position; 3: bounded lists and their counts
+
+# What a state keeps of what grows with its log, so that no log (a hostile one
+# included) makes a state outgrow memory or an answer; the counts cover everything.
+MAX_ANOMALIES = 100  # the first ones (the first is usually the cause)
+MAX_KEPT_EVENTS = 10  # a run's latest ResourceExhausted and SecurityViolation events
+MAX_HISTORY = 100  # a pipeline's latest PipelineUpdated changes
+MAX_STAGES = 256  # stages of one run; events of stages beyond are anomalies only
 
 
 class Folded(NamedTuple):
@@ -91,6 +98,7 @@ class AnomalyKind(enum.StrEnum):
     STAGE_ALREADY_ENDED = "stage_already_ended"  # a stage completed or failed again (ignored)
     STAGE_ID_MISMATCH = "stage_id_mismatch"  # a stage ends under another id than it started
     CHUNK_AFTER_STAGE_END = "chunk_after_stage_end"  # counted all the same
+    TOO_MANY_STAGES = "too_many_stages"  # an event of a stage beyond MAX_STAGES (not applied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +122,23 @@ def same_id(a: Any, b: Any) -> bool:
 
 class _WithAnomalies(Protocol):
     anomalies: list[Anomaly]
+    anomaly_count: int
 
 
 def note(state: _WithAnomalies, kind: AnomalyKind, recorded: Folded, text: str) -> None:
-    """Record an anomaly on a state; the fold goes on."""
-    state.anomalies.append(
-        Anomaly(kind, recorded.position, recorded.event.event_type, f"{kind.value}: {text}")
-    )
+    """Record an anomaly on a state (the first MAX_ANOMALIES, and the count); the fold goes on."""
+    state.anomaly_count += 1
+    if len(state.anomalies) < MAX_ANOMALIES:
+        state.anomalies.append(
+            Anomaly(kind, recorded.position, recorded.event.event_type, f"{kind.value}: {text}")
+        )
+
+
+def keep_latest(items: list[Any], item: Any, most: int) -> None:
+    """Append `item`, dropping the oldest beyond `most`."""
+    items.append(item)
+    if len(items) > most:
+        del items[0]
 
 
 _H = TypeVar("_H")

@@ -10,10 +10,16 @@ for other languages and recomputed, not read, on the way back.
 A run's ResourceExhausted and SecurityViolation events travel as envelopes
 without the correlation, causation and metadata of the originals: the domain
 events the fold keeps do not carry them.
+
+Two things make an answer smaller than its state, each flagged `truncated`:
+a pipeline's message holds its latest MAX_RUNS_IN_ANSWER runs (the counts
+cover all, and ListProcessingRuns pages through every one), and `fit` trims
+the oldest entries of a message's lists until it fits a response.
 """
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from datetime import datetime
 from typing import Any
@@ -36,6 +42,8 @@ from pipeline_events.projections.processing_run import (
 from pipeline_events.timestamps import NanoDatetime
 
 __all__ = [
+    "MAX_RUNS_IN_ANSWER",
+    "fit",
     "pipeline_from_proto",
     "pipeline_to_proto",
     "run_from_proto",
@@ -45,6 +53,7 @@ __all__ = [
 ]
 
 _NS = 1_000_000_000
+MAX_RUNS_IN_ANSWER = 1000  # a pipeline's latest runs in its state message
 
 
 # --- small values ---------------------------------------------------------------------------
@@ -155,9 +164,18 @@ def pipeline_to_proto(state: PipelineState) -> state_pb2.PipelineState:
         _set_time(item.occurred_at, change.occurred_at)
         if change.updated_by is not None:
             item.updated_by = change.updated_by
-    for run, status in state.runs.items():
-        message.runs.add(processing_id=str(run), status=int(status))
+    runs = state.runs
+    if len(runs) > MAX_RUNS_IN_ANSWER:
+        latest = list(itertools.islice(reversed(runs), MAX_RUNS_IN_ANSWER))
+        message.truncated = True
+        for run in reversed(latest):
+            message.runs.add(processing_id=str(run), status=int(runs[run]))
+    else:
+        for run, status in runs.items():
+            message.runs.add(processing_id=str(run), status=int(status))
     _anomalies_to(message.anomalies, state.anomalies)
+    message.anomaly_count = state.anomaly_count
+    message.update_count = state.update_count
     return message
 
 
@@ -207,6 +225,8 @@ def pipeline_from_proto(message: state_pb2.PipelineState) -> PipelineState:
         last_position=message.last_position,
         events_folded=message.events_folded,
         anomalies=[_anomaly(anomaly) for anomaly in message.anomalies],
+        anomaly_count=message.anomaly_count,
+        update_count=message.update_count,
     )
 
 
@@ -303,6 +323,7 @@ def run_to_proto(state: ProcessingRunState) -> state_pb2.ProcessingRunState:
     for violation in state.violations:
         message.security_violation_events.append(adapter.to_envelope(violation))
     _anomalies_to(message.anomalies, state.anomalies)
+    message.anomaly_count = state.anomaly_count
     return message
 
 
@@ -368,6 +389,9 @@ def run_from_proto(message: state_pb2.ProcessingRunState) -> ProcessingRunState:
         paused_since=_time(message, "paused_since"),
         transitions=transitions,
         anomalies=[_anomaly(anomaly) for anomaly in message.anomalies],
+        anomaly_count=message.anomaly_count,
+        resource_exhaustions=message.resource_exhaustions,
+        security_violations=message.security_violations,
     )
 
 
@@ -379,7 +403,7 @@ def summary_to_proto(state: ProcessingRunState) -> state_pb2.ProcessingRunSummar
         status=int(state.status),
         input_path=state.input_path,
         chunks_processed=state.chunks_processed,
-        anomaly_count=len(state.anomalies),
+        anomaly_count=state.anomaly_count,
         first_position=state.first_position,
         last_position=state.last_position,
         error_code=state.error_code,
@@ -408,3 +432,54 @@ def summary_from_proto(message: state_pb2.ProcessingRunSummary) -> RunSummary:
         last_position=message.last_position,
         error_code=message.error_code,
     )
+
+
+# --- answers that fit ---------------------------------------------------------------------
+
+# What `fit` trims, in order: (field, True to drop the oldest (first) entries, False the
+# latest). The first anomalies and stages are the last to go: they explain the state.
+_TRIM_ORDER: dict[str, list[tuple[str, bool]]] = {
+    "PipelineState": [
+        ("runs", True), ("active_processing_ids", True), ("history", True),
+        ("changes", True), ("anomalies", False),
+    ],
+    "ProcessingRunState": [
+        ("security_violation_events", True), ("resource_exhaustion_events", True),
+        ("transitions", True), ("anomalies", False), ("stages", False),
+    ],
+}  # fmt: skip
+
+
+def _entry_bytes(item: Any) -> int:
+    """An entry's bytes in its message: tag, length and body (an upper bound's tag of 2)."""
+    body = len(item.encode()) if isinstance(item, str) else item.ByteSize()
+    return 2 + (body.bit_length() + 6) // 7 + body
+
+
+def fit(message: Any, max_bytes: int) -> bool:
+    """Trim a state message's lists (see `_TRIM_ORDER`) until it is at most `max_bytes`.
+
+    Returns whether it trimmed; a trimmed message says so in `truncated`.
+    """
+    size = message.ByteSize()
+    if size <= max_bytes:
+        return False
+    message.truncated = True
+    for name, oldest_first in _TRIM_ORDER[message.DESCRIPTOR.name]:
+        items = getattr(message, name)
+        order = range(len(items)) if oldest_first else range(len(items) - 1, -1, -1)
+        dropped = 0
+        for index in order:
+            if size <= max_bytes:
+                break
+            size -= _entry_bytes(items[index])
+            dropped += 1
+        if dropped:
+            if oldest_first:
+                del items[:dropped]
+            else:
+                del items[len(items) - dropped :]
+        size = message.ByteSize()
+        if size <= max_bytes:
+            break
+    return True

@@ -20,10 +20,12 @@ from typing import Any
 from pipeline_events import domain
 from pipeline_events.projections import snapshot
 from pipeline_events.projections.base import (
+    MAX_HISTORY,
     Anomaly,
     AnomalyKind,
     Folded,
     handler_for,
+    keep_latest,
     note,
     same_id,
 )
@@ -64,7 +66,8 @@ class PipelineState(snapshot.Snapshots):
     stage_count: int = 0
     status: PipelineStatus = PipelineStatus.NOT_CREATED
     created_by: str | None = None
-    history: list[PipelineChange] = field(default_factory=list)  # oldest first
+    history: list[PipelineChange] = field(default_factory=list)  # the latest MAX_HISTORY
+    update_count: int = 0  # every PipelineUpdated
     runs: dict[uuid.UUID, ProcessingStatus] = field(default_factory=dict)
     runs_started: int = 0
     runs_completed: int = 0
@@ -79,11 +82,12 @@ class PipelineState(snapshot.Snapshots):
     deleted_at: datetime | None = None
     last_position: int = 0  # global position of the latest event folded (anomalies too)
     events_folded: int = 0  # events of this pipeline folded, anomalies included
-    anomalies: list[Anomaly] = field(default_factory=list)
+    anomalies: list[Anomaly] = field(default_factory=list)  # the first MAX_ANOMALIES
+    anomaly_count: int = 0  # every anomaly
 
     @property
     def changes(self) -> list[str]:
-        """Every change description, oldest first (state.proto's `changes`)."""
+        """The kept changes' descriptions, oldest first (state.proto's `changes`)."""
         return [change for update in self.history for change in update.changes]
 
     @property
@@ -156,11 +160,11 @@ def _created(state: PipelineState, event: domain.PipelineCreated, recorded: Fold
 
 
 def _updated(state: PipelineState, event: domain.PipelineUpdated, recorded: Folded) -> None:
-    state.history.append(
-        PipelineChange(
-            recorded.position, recorded.revision, event.occurred_at, event.changes, event.updated_by
-        )
+    state.update_count += 1
+    change = PipelineChange(
+        recorded.position, recorded.revision, event.occurred_at, event.changes, event.updated_by
     )
+    keep_latest(state.history, change, MAX_HISTORY)
 
 
 def _deleted(state: PipelineState, event: domain.PipelineDeleted, recorded: Folded) -> None:

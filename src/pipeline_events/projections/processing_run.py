@@ -38,10 +38,13 @@ from typing import Any
 from pipeline_events import domain
 from pipeline_events.projections import snapshot
 from pipeline_events.projections.base import (
+    MAX_KEPT_EVENTS,
+    MAX_STAGES,
     Anomaly,
     AnomalyKind,
     Folded,
     handler_for,
+    keep_latest,
     note,
     same_id,
 )
@@ -139,10 +142,11 @@ class StageState:
 
 @dataclass(slots=True, kw_only=True)
 class ProcessingRunState(snapshot.Snapshots):
-    """One processing run (state.proto's `ProcessingRunState`, plus what issue 11 adds).
+    """One processing run (state.proto's `ProcessingRunState`).
 
-    The counts state.proto carries for exhaustions and violations are properties
-    here over the events themselves (`exhaustions`, `violations`).
+    What grows with the log is bounded (`projections.base`): the first anomalies,
+    the latest exhaustion and violation events, at most MAX_STAGES stages; the
+    counts beside them cover every event.
     """
 
     processing_id: uuid.UUID
@@ -160,8 +164,11 @@ class ProcessingRunState(snapshot.Snapshots):
     error_message: str = ""
     pause_count: int = 0
     resume_count: int = 0
+    # The latest MAX_KEPT_EVENTS of each, and how many there were.
     exhaustions: list[domain.ResourceExhausted] = field(default_factory=list)
     violations: list[domain.SecurityViolation] = field(default_factory=list)
+    resource_exhaustions: int = 0
+    security_violations: int = 0
     started_at: datetime | None = None  # occurred_at of ProcessingStarted
     ended_at: datetime | None = None  # occurred_at of the ending event
     last_position: int = 0  # global position of the latest event folded (anomalies too)
@@ -174,17 +181,8 @@ class ProcessingRunState(snapshot.Snapshots):
     paused_ns: int = 0  # time spent paused, over closed intervals
     paused_since: datetime | None = None  # start of the open pause interval
     transitions: list[Transition] = field(default_factory=list)
-    anomalies: list[Anomaly] = field(default_factory=list)
-
-    @property
-    def resource_exhaustions(self) -> int:
-        """ResourceExhausted events of this run."""
-        return len(self.exhaustions)
-
-    @property
-    def security_violations(self) -> int:
-        """SecurityViolation events of this run."""
-        return len(self.violations)
+    anomalies: list[Anomaly] = field(default_factory=list)  # the first MAX_ANOMALIES
+    anomaly_count: int = 0  # every anomaly
 
     @property
     def chunks_processed(self) -> int:
@@ -431,8 +429,20 @@ def _cancelled(
 # --- stages and operational events ----------------------------------------------------------
 
 
-def _unstarted_stage(state: ProcessingRunState, name: str, recorded: Folded) -> StageState:
-    """A stage first seen through a chunk or its end: kept (nothing is lost), flagged once."""
+def _room_for_a_stage(state: ProcessingRunState, name: str, recorded: Folded) -> bool:
+    if len(state.stages) < MAX_STAGES:
+        return True
+    _note(state, AnomalyKind.TOO_MANY_STAGES, recorded, f"stage {name!r} (at most {MAX_STAGES})")
+    return False
+
+
+def _unstarted_stage(state: ProcessingRunState, name: str, recorded: Folded) -> StageState | None:
+    """A stage first seen through a chunk or its end: kept (nothing is lost), flagged once.
+
+    None: the run has MAX_STAGES stages already (recorded as an anomaly instead).
+    """
+    if not _room_for_a_stage(state, name, recorded):
+        return None
     stage = state.stages[name] = StageState(stage_name=name)
     _note(state, AnomalyKind.STAGE_NOT_STARTED, recorded, f"stage {name!r}")
     return stage
@@ -441,6 +451,8 @@ def _unstarted_stage(state: ProcessingRunState, name: str, recorded: Folded) -> 
 def _stage_started(state: ProcessingRunState, event: domain.StageStarted, recorded: Folded) -> None:
     stage = state.stages.get(event.stage_name)
     if stage is None:
+        if not _room_for_a_stage(state, event.stage_name, recorded):
+            return
         state.stages[event.stage_name] = StageState(
             stage_id=event.stage_id,
             stage_name=event.stage_name,
@@ -467,6 +479,8 @@ def _ending_stage(
     stage = state.stages.get(event.stage_name)
     if stage is None:
         stage = _unstarted_stage(state, event.stage_name, recorded)
+        if stage is None:
+            return None
     elif stage.status >= _STAGE_COMPLETED:
         _note(
             state,
@@ -511,6 +525,8 @@ def _chunk(state: ProcessingRunState, event: domain.ChunkProcessed, recorded: Fo
     stage = state.stages.get(event.stage_name)
     if stage is None:
         stage = _unstarted_stage(state, event.stage_name, recorded)
+        if stage is None:
+            return
     elif stage.status >= _STAGE_COMPLETED:
         _note(
             state,
@@ -531,13 +547,15 @@ def _metrics(state: ProcessingRunState, event: domain.MetricsUpdated, recorded: 
 def _exhausted(
     state: ProcessingRunState, event: domain.ResourceExhausted, recorded: Folded
 ) -> None:
-    state.exhaustions.append(event)
+    state.resource_exhaustions += 1
+    keep_latest(state.exhaustions, event, MAX_KEPT_EVENTS)
 
 
 def _violation(
     state: ProcessingRunState, event: domain.SecurityViolation, recorded: Folded
 ) -> None:
-    state.violations.append(event)
+    state.security_violations += 1
+    keep_latest(state.violations, event, MAX_KEPT_EVENTS)
 
 
 # Every event class with a processing id; the others never reach a handler.

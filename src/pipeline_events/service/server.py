@@ -320,9 +320,10 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             state = self.read_models.pipeline(uuid.UUID(request.pipeline_id))
             if state is None:
                 raise self._not_found("pipeline", request.pipeline_id, position, PIPELINE_NOT_FOUND)
-            return service_pb2.GetPipelineStateResponse(
-                state=messages.pipeline_to_proto(state), position=position
-            )
+            response = service_pb2.GetPipelineStateResponse(position=position)
+            response.state.CopyFrom(messages.pipeline_to_proto(state))
+            messages.fit(response.state, self.page_bytes)
+            return response
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
 
@@ -335,9 +336,10 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 raise self._not_found(
                     "processing run", request.processing_id, position, PROCESSING_RUN_NOT_FOUND
                 )
-            return service_pb2.GetProcessingStateResponse(
-                state=messages.run_to_proto(state), position=position
-            )
+            response = service_pb2.GetProcessingStateResponse(position=position)
+            response.state.CopyFrom(messages.run_to_proto(state))
+            messages.fit(response.state, self.page_bytes)  # a state always fits an answer
+            return response
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
 
@@ -352,11 +354,18 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 page_size=request.page_size or DEFAULT_RUNS_PAGE,
                 before_position=before,
             )
-            return service_pb2.ListProcessingRunsResponse(
-                runs=[messages.summary_to_proto(run) for run in page],
-                next_page_token="" if next_before is None else f"{_TOKEN_PREFIX}{next_before}",
-                position=position,
-            )
+            response = service_pb2.ListProcessingRunsResponse(position=position)
+            size = 0
+            for run in page:  # bounded by bytes too (long paths): at least one run
+                summary = messages.summary_to_proto(run)
+                size += summary.ByteSize() + 8
+                if size > self.page_bytes and response.runs:
+                    next_before = page[len(response.runs) - 1].first_position
+                    break
+                response.runs.append(summary)
+            if next_before is not None:
+                response.next_page_token = f"{_TOKEN_PREFIX}{next_before}"
+            return response
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
 

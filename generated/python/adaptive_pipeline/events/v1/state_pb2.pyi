@@ -151,6 +151,9 @@ class PipelineState(_message.Message):
     RUNS_FIELD_NUMBER: _builtins.int
     ANOMALIES_FIELD_NUMBER: _builtins.int
     EVENTS_FOLDED_FIELD_NUMBER: _builtins.int
+    ANOMALY_COUNT_FIELD_NUMBER: _builtins.int
+    UPDATE_COUNT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     pipeline_id: _builtins.str
     """The pipeline (aggregate) id."""
     pipeline_name: _builtins.str
@@ -176,9 +179,21 @@ class PipelineState(_message.Message):
     """Global position of the latest event folded into this state."""
     events_folded: _builtins.int
     """Events of this pipeline folded, anomalies included."""
+    anomaly_count: _builtins.int
+    """Every anomaly (`anomalies` holds the first 100) and every PipelineUpdated
+    (`history` holds the latest 100).
+    """
+    update_count: _builtins.int
+    truncated: _builtins.bool
+    """The answer left out the oldest entries of its lists (`runs` first) to fit
+    a response; the counts still cover everything. ListProcessingRuns pages
+    through every run.
+    """
     @_builtins.property
     def changes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Every change description from PipelineUpdated events, oldest first."""
+        """The change descriptions of `history`'s PipelineUpdated events, oldest
+        first.
+        """
 
     @_builtins.property
     def active_processing_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -194,7 +209,9 @@ class PipelineState(_message.Message):
     def deleted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def history(self) -> _containers.RepeatedCompositeFieldContainer[Global___PipelineChange]:
-        """Every PipelineUpdated, oldest first (`changes` flattens their changes)."""
+        """The latest 100 PipelineUpdated events, oldest first (`changes` flattens
+        their changes; update_count counts them all).
+        """
 
     @_builtins.property
     def runs(self) -> _containers.RepeatedCompositeFieldContainer[Global___PipelineRun]:
@@ -204,7 +221,9 @@ class PipelineState(_message.Message):
 
     @_builtins.property
     def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anomaly]:
-        """Events this state could not fold as the lifecycle says, in log order."""
+        """Events this state could not fold as the lifecycle says, in log order
+        (the first 100).
+        """
 
     def __init__(
         self,
@@ -231,10 +250,13 @@ class PipelineState(_message.Message):
         runs: _abc.Iterable[Global___PipelineRun] | None = ...,
         anomalies: _abc.Iterable[Global___Anomaly] | None = ...,
         events_folded: _builtins.int = ...,
+        anomaly_count: _builtins.int = ...,
+        update_count: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_deleted_by", b"_deleted_by", "created_at", b"created_at", "created_by", b"created_by", "deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_deleted_by", b"_deleted_by", "active_processing_ids", b"active_processing_ids", "anomalies", b"anomalies", "changes", b"changes", "created_at", b"created_at", "created_by", b"created_by", "deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "events_folded", b"events_folded", "history", b"history", "last_position", b"last_position", "pipeline_id", b"pipeline_id", "pipeline_name", b"pipeline_name", "revision", b"revision", "runs", b"runs", "runs_cancelled", b"runs_cancelled", "runs_completed", b"runs_completed", "runs_failed", b"runs_failed", "runs_started", b"runs_started", "security_violations", b"security_violations", "stage_count", b"stage_count", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_created_by", b"_created_by", "_deleted_by", b"_deleted_by", "active_processing_ids", b"active_processing_ids", "anomalies", b"anomalies", "anomaly_count", b"anomaly_count", "changes", b"changes", "created_at", b"created_at", "created_by", b"created_by", "deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "events_folded", b"events_folded", "history", b"history", "last_position", b"last_position", "pipeline_id", b"pipeline_id", "pipeline_name", b"pipeline_name", "revision", b"revision", "runs", b"runs", "runs_cancelled", b"runs_cancelled", "runs_completed", b"runs_completed", "runs_failed", b"runs_failed", "runs_started", b"runs_started", "security_violations", b"security_violations", "stage_count", b"stage_count", "status", b"status", "truncated", b"truncated", "update_count", b"update_count", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__created_by: _TypeAlias = _typing.Literal["created_by"]  # noqa: Y015
     _WhichOneofArgType__created_by: _TypeAlias = _typing.Literal["_created_by", b"_created_by"]  # noqa: Y015
@@ -263,7 +285,8 @@ class Anomaly(_message.Message):
     run_not_started, run_already_ended, not_started, duplicate_start,
     pause_while_paused, resume_without_pause, after_end,
     time_went_backwards, stage_not_started, stage_started_twice,
-    stage_already_ended, stage_id_mismatch, chunk_after_stage_end. New kinds
+    stage_already_ended, stage_id_mismatch, chunk_after_stage_end,
+    too_many_stages. New kinds
     may be added: treat an unknown one as a generic anomaly.
     """
     position: _builtins.int
@@ -518,6 +541,8 @@ class ProcessingRunState(_message.Message):
     RESOURCE_EXHAUSTION_EVENTS_FIELD_NUMBER: _builtins.int
     SECURITY_VIOLATION_EVENTS_FIELD_NUMBER: _builtins.int
     ANOMALIES_FIELD_NUMBER: _builtins.int
+    ANOMALY_COUNT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELD_NUMBER: _builtins.int
     processing_id: _builtins.str
     """The run's id (UUID)."""
     pipeline_id: _builtins.str
@@ -553,9 +578,17 @@ class ProcessingRunState(_message.Message):
     """Who cancelled the run, if known."""
     chunks_processed: _builtins.int
     """ChunkProcessed events over all stages."""
+    anomaly_count: _builtins.int
+    truncated: _builtins.bool
+    """The answer left out entries of its lists to fit a response (the latest
+    events and transitions first, the first anomalies last); the counts
+    still cover everything.
+    """
     @_builtins.property
     def stages(self) -> _containers.RepeatedCompositeFieldContainer[Global___StageState]:
-        """Stages in the order they started."""
+        """Stages in the order they started (at most 256; events of more stages
+        are anomalies `too_many_stages`).
+        """
 
     @_builtins.property
     def metrics(self) -> _common_pb2.ProcessingMetrics:
@@ -593,13 +626,17 @@ class ProcessingRunState(_message.Message):
 
     @_builtins.property
     def resource_exhaustion_events(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.EventEnvelope]:
-        """The run's ResourceExhausted and SecurityViolation events, as published."""
+        """The run's latest 10 ResourceExhausted and SecurityViolation events, as
+        published (the counts are resource_exhaustions and security_violations).
+        """
 
     @_builtins.property
     def security_violation_events(self) -> _containers.RepeatedCompositeFieldContainer[_envelope_pb2.EventEnvelope]: ...
     @_builtins.property
     def anomalies(self) -> _containers.RepeatedCompositeFieldContainer[Global___Anomaly]:
-        """Events this state could not fold as the lifecycle says, in log order."""
+        """Events this state could not fold as the lifecycle says, in log order
+        (the first 100; anomaly_count counts them all).
+        """
 
     def __init__(
         self,
@@ -637,10 +674,12 @@ class ProcessingRunState(_message.Message):
         resource_exhaustion_events: _abc.Iterable[_envelope_pb2.EventEnvelope] | None = ...,
         security_violation_events: _abc.Iterable[_envelope_pb2.EventEnvelope] | None = ...,
         anomalies: _abc.Iterable[Global___Anomaly] | None = ...,
+        anomaly_count: _builtins.int = ...,
+        truncated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by", "_failed_stage", b"_failed_stage", "active_duration", b"active_duration", "cancelled_by", b"cancelled_by", "duration", b"duration", "ended_at", b"ended_at", "failed_stage", b"failed_stage", "metrics", b"metrics", "paused_since", b"paused_since", "paused_time", b"paused_time", "security_context", b"security_context", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by", "_failed_stage", b"_failed_stage", "active_duration", b"active_duration", "anomalies", b"anomalies", "cancelled_by", b"cancelled_by", "chunks_processed", b"chunks_processed", "duration", b"duration", "ended_at", b"ended_at", "error_code", b"error_code", "error_message", b"error_message", "events_folded", b"events_folded", "failed_stage", b"failed_stage", "file_size", b"file_size", "first_position", b"first_position", "input_path", b"input_path", "last_position", b"last_position", "metrics", b"metrics", "output_path", b"output_path", "output_size", b"output_size", "pause_count", b"pause_count", "paused_since", b"paused_since", "paused_time", b"paused_time", "pipeline_id", b"pipeline_id", "processing_id", b"processing_id", "resource_exhaustion_events", b"resource_exhaustion_events", "resource_exhaustions", b"resource_exhaustions", "resume_count", b"resume_count", "revision", b"revision", "security_context", b"security_context", "security_violation_events", b"security_violation_events", "security_violations", b"security_violations", "stages", b"stages", "started_at", b"started_at", "status", b"status", "transitions", b"transitions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by", "_failed_stage", b"_failed_stage", "active_duration", b"active_duration", "anomalies", b"anomalies", "anomaly_count", b"anomaly_count", "cancelled_by", b"cancelled_by", "chunks_processed", b"chunks_processed", "duration", b"duration", "ended_at", b"ended_at", "error_code", b"error_code", "error_message", b"error_message", "events_folded", b"events_folded", "failed_stage", b"failed_stage", "file_size", b"file_size", "first_position", b"first_position", "input_path", b"input_path", "last_position", b"last_position", "metrics", b"metrics", "output_path", b"output_path", "output_size", b"output_size", "pause_count", b"pause_count", "paused_since", b"paused_since", "paused_time", b"paused_time", "pipeline_id", b"pipeline_id", "processing_id", b"processing_id", "resource_exhaustion_events", b"resource_exhaustion_events", "resource_exhaustions", b"resource_exhaustions", "resume_count", b"resume_count", "revision", b"revision", "security_context", b"security_context", "security_violation_events", b"security_violation_events", "security_violations", b"security_violations", "stages", b"stages", "started_at", b"started_at", "status", b"status", "transitions", b"transitions", "truncated", b"truncated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cancelled_by: _TypeAlias = _typing.Literal["cancelled_by"]  # noqa: Y015
     _WhichOneofArgType__cancelled_by: _TypeAlias = _typing.Literal["_cancelled_by", b"_cancelled_by"]  # noqa: Y015

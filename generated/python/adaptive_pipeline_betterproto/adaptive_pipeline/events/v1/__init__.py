@@ -528,7 +528,8 @@ class Anomaly(betterproto2.Message):
     run_not_started, run_already_ended, not_started, duplicate_start,
     pause_while_paused, resume_without_pause, after_end,
     time_went_backwards, stage_not_started, stage_started_twice,
-    stage_already_ended, stage_id_mismatch, chunk_after_stage_end. New kinds
+    stage_already_ended, stage_id_mismatch, chunk_after_stage_end,
+    too_many_stages. New kinds
     may be added: treat an unknown one as a generic anomaly.
     """
 
@@ -1275,7 +1276,8 @@ class PipelineState(betterproto2.Message):
 
     changes: "list[str]" = betterproto2.field(6, betterproto2.TYPE_STRING, repeated=True)
     """
-    Every change description from PipelineUpdated events, oldest first.
+    The change descriptions of `history`'s PipelineUpdated events, oldest
+    first.
     """
 
     active_processing_ids: "list[str]" = betterproto2.field(
@@ -1335,7 +1337,8 @@ class PipelineState(betterproto2.Message):
         19, betterproto2.TYPE_MESSAGE, repeated=True
     )
     """
-    Every PipelineUpdated, oldest first (`changes` flattens their changes).
+    The latest 100 PipelineUpdated events, oldest first (`changes` flattens
+    their changes; update_count counts them all).
     """
 
     runs: "list[PipelineRun]" = betterproto2.field(20, betterproto2.TYPE_MESSAGE, repeated=True)
@@ -1346,12 +1349,28 @@ class PipelineState(betterproto2.Message):
 
     anomalies: "list[Anomaly]" = betterproto2.field(21, betterproto2.TYPE_MESSAGE, repeated=True)
     """
-    Events this state could not fold as the lifecycle says, in log order.
+    Events this state could not fold as the lifecycle says, in log order
+    (the first 100).
     """
 
     events_folded: "int" = betterproto2.field(22, betterproto2.TYPE_UINT64)
     """
     Events of this pipeline folded, anomalies included.
+    """
+
+    anomaly_count: "int" = betterproto2.field(23, betterproto2.TYPE_UINT64)
+    """
+    Every anomaly (`anomalies` holds the first 100) and every PipelineUpdated
+    (`history` holds the latest 100).
+    """
+
+    update_count: "int" = betterproto2.field(24, betterproto2.TYPE_UINT64)
+
+    truncated: "bool" = betterproto2.field(25, betterproto2.TYPE_BOOL)
+    """
+    The answer left out the oldest entries of its lists (`runs` first) to fit
+    a response; the counts still cover everything. ListProcessingRuns pages
+    through every run.
     """
 
 
@@ -1665,7 +1684,8 @@ class ProcessingRunState(betterproto2.Message):
 
     stages: "list[StageState]" = betterproto2.field(7, betterproto2.TYPE_MESSAGE, repeated=True)
     """
-    Stages in the order they started.
+    Stages in the order they started (at most 256; events of more stages
+    are anomalies `too_many_stages`).
     """
 
     metrics: "ProcessingMetrics | None" = betterproto2.field(
@@ -1791,7 +1811,8 @@ class ProcessingRunState(betterproto2.Message):
         31, betterproto2.TYPE_MESSAGE, repeated=True
     )
     """
-    The run's ResourceExhausted and SecurityViolation events, as published.
+    The run's latest 10 ResourceExhausted and SecurityViolation events, as
+    published (the counts are resource_exhaustions and security_violations).
     """
 
     security_violation_events: "list[EventEnvelope]" = betterproto2.field(
@@ -1800,7 +1821,17 @@ class ProcessingRunState(betterproto2.Message):
 
     anomalies: "list[Anomaly]" = betterproto2.field(33, betterproto2.TYPE_MESSAGE, repeated=True)
     """
-    Events this state could not fold as the lifecycle says, in log order.
+    Events this state could not fold as the lifecycle says, in log order
+    (the first 100; anomaly_count counts them all).
+    """
+
+    anomaly_count: "int" = betterproto2.field(34, betterproto2.TYPE_UINT64)
+
+    truncated: "bool" = betterproto2.field(35, betterproto2.TYPE_BOOL)
+    """
+    The answer left out entries of its lists to fit a response (the latest
+    events and transitions first, the first anomalies last); the counts
+    still cover everything.
     """
 
 
