@@ -22,7 +22,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): requirements-dev.txt pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements-dev.txt -e '.[grpc]'
+	$(PYTHON) -m pip install --quiet -r requirements-dev.txt -e '.[grpc,nats]'
 	touch $@
 
 # Debian's toolchains for the cross-language tests: protoc (the descriptor set, and

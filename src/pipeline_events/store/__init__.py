@@ -1,6 +1,10 @@
-"""Event stores: one interface (`EventStore`), in-memory and SQLite backends, opened by URL."""
+"""Event stores: one interface (`EventStore`), in-memory, SQLite and NATS JetStream backends,
+opened by URL."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 from pipeline_events.store.base import (
     AggregatePage,
@@ -49,9 +53,11 @@ __all__ = [
 ]
 
 
-def parse_store_url(url: str) -> tuple[str, dict[str, str]]:
+def parse_store_url(url: str) -> tuple[str, dict[str, Any]]:
     """(scheme, options) of a store URL; for SQLite, options["path"] is the file.
 
+    `nats://HOST:PORT[,HOST:PORT...]?stream=NAME&replicas=N&prefix=P&duplicate_window=S`
+    (and user, password, token, creds) is a JetStream stream (see `store.nats`).
     `sqlite:///events.db` is relative to the working directory and
     `sqlite:////var/lib/events.db` is absolute (three slashes, then the path,
     as in SQLAlchemy). `?durability=process|power` chooses when commits are
@@ -63,14 +69,16 @@ def parse_store_url(url: str) -> tuple[str, dict[str, str]]:
     from urllib.parse import parse_qsl, urlsplit
 
     parts = urlsplit(url)
+    if parts.scheme == "nats":
+        return "nats", _nats_options(url, parts.netloc, parts.path, parse_qsl(parts.query))
     if parts.scheme == "memory":
         if parts.netloc or parts.path or parts.query:
             raise StoreError(f"store URL {url!r}: memory:// takes no path or options")
         return "memory", {}
     if parts.scheme != "sqlite":
         raise StoreError(
-            f"unsupported store URL {url!r}: use sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH"
-            " or memory://"
+            f"unsupported store URL {url!r}: use sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH,"
+            " nats://HOST:PORT[,HOST:PORT...][?stream=NAME&replicas=N] or memory://"
         )
     if parts.netloc:
         raise StoreError(
@@ -90,6 +98,48 @@ def parse_store_url(url: str) -> tuple[str, dict[str, str]]:
     return "sqlite", {"path": path, "durability": durability}
 
 
+_NATS_OPTIONS = ("stream", "prefix", "replicas", "duplicate_window", "user", "password", "token",
+                 "creds")  # fmt: skip
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _nats_options(url: str, netloc: str, path: str, query: list[tuple[str, str]]) -> dict[str, Any]:
+    """The options of a nats:// URL (see `store.nats.NatsOptions`)."""
+    if path not in ("", "/"):
+        raise StoreError(f"store URL {url!r}: a nats:// URL takes no path (use ?stream=NAME)")
+    hosts = [host for host in netloc.split(",") if host]
+    if not hosts:
+        raise StoreError(f"store URL {url!r} names no server: nats://HOST:PORT[,HOST:PORT...]")
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit() or not 0 < int(port) < 65536:
+            raise StoreError(f"store URL {url!r}: {host!r} is not HOST:PORT")
+    options: dict[str, Any] = dict(query)
+    unknown = sorted(set(options) - set(_NATS_OPTIONS))
+    if unknown:
+        raise StoreError(
+            f"store URL {url!r}: unknown option {unknown[0]!r} (known: {', '.join(_NATS_OPTIONS)})"
+        )
+    for key in ("stream", "prefix"):
+        if key in options and not _NATS_NAME.fullmatch(options[key]):
+            raise StoreError(
+                f"{key} must be 1-64 letters, digits, '_' or '-', not {options[key]!r}"
+            )
+    replicas = options.get("replicas", "1")
+    if replicas not in ("1", "2", "3", "4", "5"):
+        raise StoreError(f"replicas must be 1 to 5 (JetStream's range), not {replicas!r}")
+    options["replicas"] = int(replicas)
+    window = options.get("duplicate_window", "120")
+    try:
+        options["duplicate_window"] = float(window)
+    except ValueError:
+        raise StoreError(f"duplicate_window is in seconds, not {window!r}") from None
+    if not 1 <= options["duplicate_window"] <= 7 * 24 * 3600:
+        raise StoreError(f"duplicate_window must be 1 s to 7 days, not {window!r}")
+    options["servers"] = tuple(f"nats://{host}" for host in hosts)
+    return options
+
+
 async def open_store(url: str) -> EventStore:
     """Open a store by URL: `memory://`, `sqlite:///relative.db`, `sqlite:////absolute.db`.
 
@@ -103,4 +153,12 @@ async def open_store(url: str) -> EventStore:
     scheme, options = parse_store_url(url)
     if scheme == "memory":
         return MemoryEventStore()
+    if scheme == "nats":
+        try:
+            from pipeline_events.store.nats import NatsEventStore, NatsOptions
+        except ImportError as error:
+            raise StoreError(
+                f"the NATS store needs the nats extra: pip install 'pipeline-events[nats]' ({error})"
+            ) from error
+        return await NatsEventStore.open(NatsOptions(**options))
     return await SQLiteEventStore.open(options["path"], durability=options["durability"])  # type: ignore[arg-type]

@@ -1,0 +1,728 @@
+"""The event store on NATS JetStream: one stream holds the log; JetStream replicates it.
+
+Layout (one stream, `stream` in the URL, default PIPELINE_EVENTS):
+
+- subject per event `<prefix>.<aggregate id>.<event type>` (e.g.
+  `pipeline_events.5bc8...c1.ChunkProcessed`; an EventType this version does not
+  know is `Type<number>`);
+- global position = the stream sequence (the stream holds events only, so
+  positions run from 1 without gaps);
+- body = the envelope bytes exactly as published; headers `Nats-Msg-Id` (the
+  event id), `Pe-Revision` (its revision in its aggregate) and `Pe-Processing-Id`;
+- recorded_at = the time JetStream stored the message.
+
+Appends are all-or-nothing: one event is one publish, a batch one JetStream
+atomic batch (server >= 2.12, `allow_atomic`; at most 1,000 messages). The
+first message of each aggregate in a batch carries
+`Nats-Expected-Last-Subject-Sequence` over the aggregate's subjects
+(`<prefix>.<aggregate>.*`), so of two writers racing for a revision exactly one
+wins, whichever replica they went through. Retries are idempotent by event id
+within the stream's duplicate window (JetStream's `Nats-Msg-Id`); beyond it, an
+expected revision still refuses the re-append, but an append with ANY would be
+stored again (documented: set the window to the longest retry horizon).
+
+Reads use batched Direct Get (`allow_direct`): the global log by sequence with
+a subject filter where one maps (one aggregate, or one event type), otherwise
+filtered here while scanning. An aggregate's revisions are located through an
+in-process index of its sequences, built on first read and extended from the
+log, so a page costs one request once known.
+
+Snapshots (the read models') are objects in a JetStream object store bucket
+`<stream>_SNAPSHOTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import contextlib
+import json
+import logging
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.errors import ConnectionClosedError, NoRespondersError, NoServersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import api as js_api
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ObjectNotFoundError
+
+from pipeline_events import adapter
+from pipeline_events.store.base import (
+    MAX_POSITION,
+    AggregatePage,
+    AppendResult,
+    DuplicateEventError,
+    EventEnvelope,
+    EventFilter,
+    EventStore,
+    ExpectedRevision,
+    HeadSignal,
+    InvalidEventError,
+    Position,
+    ProposedEvent,
+    ReadResult,
+    RecordedEvent,
+    Snapshot,
+    StoreClosedError,
+    StoreError,
+    WrongExpectedRevisionError,
+    clamp_position,
+    encode_record,
+    normalise_expected,
+    parse_records,
+    plan_append,
+    proposed,
+    recorded_at_field,
+)
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_STREAM = "PIPELINE_EVENTS"
+DEFAULT_PREFIX = "pipeline_events"
+DEFAULT_DUPLICATE_WINDOW = 120.0  # seconds, JetStream's own default
+MAX_BATCH = 1000  # JetStream's atomic batch limit (messages)
+HEADER_ROOM = 1024  # bytes of headers and subject an event's message needs beside its body
+REVISION = "Pe-Revision"
+PROCESSING_ID = "Pe-Processing-Id"
+_WRONG_LAST_SEQUENCE = {10071, 10164}  # expected-last-subject-sequence failed (or raced)
+_DUPLICATE_IN_BATCH = 10201
+_TOO_MANY_INFLIGHT = 10210
+_RETRIES = 20  # conflicts with other writers retried per append (ANY revisions only)
+_MAX_INDEXED_AGGREGATES = 10_000
+_REQUEST_TIMEOUT = 10.0
+
+
+class StoreUnavailableError(StoreError, ConnectionError):
+    """JetStream could not be reached or did not answer in time; the append may be retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class NatsOptions:
+    """What a `nats://` store URL configures."""
+
+    servers: tuple[str, ...]
+    stream: str = DEFAULT_STREAM
+    prefix: str = DEFAULT_PREFIX
+    replicas: int = 1
+    duplicate_window: float = DEFAULT_DUPLICATE_WINDOW
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+
+
+@dataclass(slots=True)
+class _Message:
+    """One stored message as Direct Get returns it."""
+
+    seq: int
+    subject: str
+    headers: dict[str, str]
+    data: bytes
+    time_ns: int
+
+    @property
+    def revision(self) -> int:
+        return int(self.headers.get(REVISION, "0"))
+
+    @property
+    def event_id(self) -> str:
+        return self.headers.get("Nats-Msg-Id", "")
+
+    def record(self) -> bytes:
+        return encode_record(self.data, self.seq, self.revision, recorded_at_field(self.time_ns))
+
+
+def parse_time_ns(text: str) -> int:
+    """Nanoseconds since the epoch of Go's RFC 3339 (nano) UTC time, e.g. 2026-12-01T12:00:00.5Z."""
+    text = text.removesuffix("Z")
+    whole, _, fraction = text.partition(".")
+    date, _, clock = whole.partition("T")
+    year, month, day = (int(p) for p in date.split("-"))
+    hour, minute, second = (int(p) for p in clock.split(":"))
+    nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    return seconds * 1_000_000_000 + nanos
+
+
+def _type_token(event_type: int) -> str:
+    name = adapter.event_type_name(event_type)
+    return name if name.isidentifier() else f"Type{event_type}"
+
+
+class NatsEventStore(EventStore):
+    """The log as one JetStream stream; see the module docstring for the layout."""
+
+    def __init__(self, nc: NatsClient, options: NatsOptions):
+        self._nc = nc
+        self._js = nc.jetstream(timeout=_REQUEST_TIMEOUT)
+        self.options = options
+        self.stream = options.stream
+        self.prefix = options.prefix
+        self._api = f"$JS.API.DIRECT.GET.{options.stream}"
+        # aggregate -> sequences of its revisions 1..n (index i: revision i + 1), as known.
+        self._seqs: OrderedDict[str, list[int]] = OrderedDict()
+        self._signal = HeadSignal()
+        self._live: Any = None  # headers-only ordered consumer that wakes wait_for_append
+        self._closed = False
+        self._append_lock = asyncio.Lock()  # one append at a time per process: no self-races
+
+    # --- life -------------------------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, options: NatsOptions) -> NatsEventStore:
+        """Connect, and create the stream if missing (or check the one found).
+
+        Raises:
+            StoreError: JetStream unreachable, or a stream whose configuration cannot
+                be this store's.
+        """
+        connect: dict[str, Any] = {
+            "servers": list(options.servers),
+            "connect_timeout": 5,
+            "max_reconnect_attempts": -1,
+            "reconnect_time_wait": 0.5,
+            "allow_reconnect": True,
+        }
+        if options.user is not None:
+            connect["user"], connect["password"] = options.user, options.password
+        if options.token is not None:
+            connect["token"] = options.token
+        if options.creds is not None:
+            connect["user_credentials"] = options.creds
+
+        async def quiet(_error: Exception) -> None:  # reconnects are logged by nats-py itself
+            return None
+
+        try:
+            nc = await nats.connect(error_cb=quiet, **connect)
+        except (NoServersError, OSError, NatsTimeoutError) as error:
+            raise StoreError(
+                f"cannot reach NATS at {', '.join(options.servers)}: {error or type(error).__name__}"
+            ) from error
+        store = cls(nc, options)
+        try:
+            await store._ensure_stream()
+            store._signal.advance(await store.head_position())
+        except BaseException:
+            await nc.close()
+            raise
+        return store
+
+    async def _ensure_stream(self) -> None:
+        subjects = [f"{self.prefix}.>"]
+        try:
+            info = await self._js.stream_info(self.stream)
+        except NotFoundError:
+            info = None
+        except (NoRespondersError, NatsTimeoutError) as error:
+            raise StoreError(
+                f"JetStream is not enabled or not ready at the server: {error!r}"
+            ) from error
+        if info is None:
+            config = js_api.StreamConfig(
+                name=self.stream,
+                subjects=subjects,
+                storage=js_api.StorageType.FILE,
+                num_replicas=self.options.replicas,
+                duplicate_window=self.options.duplicate_window,
+                allow_direct=True,
+                allow_atomic=True,
+                deny_delete=True,
+                deny_purge=True,
+                discard=js_api.DiscardPolicy.NEW,
+            )
+            try:
+                await self._js.add_stream(config)
+            except APIError as error:
+                raise StoreError(
+                    f"cannot create stream {self.stream}: {error.description}"
+                ) from error
+            return
+        found = info.config
+        problems = []
+        if found.subjects != subjects:
+            problems.append(f"subjects {found.subjects} (expected {subjects})")
+        if not found.allow_direct:
+            problems.append("allow_direct is off")
+        if not found.allow_atomic:
+            problems.append("allow_atomic is off")
+        if (found.max_age or 0) > 0 or (found.max_msgs or -1) > 0 or (found.max_bytes or -1) > 0:
+            problems.append("limits would delete events (max_age, max_msgs or max_bytes)")
+        if found.retention not in (None, js_api.RetentionPolicy.LIMITS):
+            problems.append(f"retention {found.retention} deletes events")
+        if problems:
+            raise StoreError(
+                f"stream {self.stream} cannot hold this event log: {'; '.join(problems)}"
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._signal.close()
+        if self._live is not None:
+            with contextlib.suppress(Exception):
+                await self._live.unsubscribe()
+        with contextlib.suppress(Exception):
+            await self._nc.drain()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosedError("the store is closed")
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The largest envelope this store can hold: the server's max_payload less headers."""
+        return int(self._nc.max_payload) - HEADER_ROOM
+
+    # --- requests -----------------------------------------------------------------------
+
+    async def _request(self, subject: str, payload: bytes, headers: dict[str, str] | None) -> Any:
+        try:
+            return await self._nc.request(
+                subject, payload, timeout=_REQUEST_TIMEOUT, headers=headers
+            )
+        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError, OSError) as error:
+            raise StoreUnavailableError(f"JetStream did not answer: {error!r}") from error
+
+    async def _direct_batch(
+        self, start: int, *, batch: int, subject: str, max_bytes: int | None
+    ) -> tuple[list[_Message], int]:
+        """Messages from sequence `start` on matching `subject`, and how many remain after them."""
+        request: dict[str, Any] = {"seq": max(1, start), "batch": batch, "next_by_subj": subject}
+        if max_bytes:
+            request["max_bytes"] = max_bytes
+        inbox = self._nc.new_inbox()
+        found: list[_Message] = []
+        try:
+            subscription = await self._nc.subscribe(inbox)
+        except ConnectionClosedError as error:
+            raise StoreUnavailableError(f"JetStream connection closed: {error!r}") from error
+        try:
+            await self._nc.publish(self._api, json.dumps(request).encode(), reply=inbox)
+            while True:
+                try:
+                    message = await subscription.next_msg(timeout=_REQUEST_TIMEOUT)
+                except NatsTimeoutError as error:
+                    raise StoreUnavailableError("JetStream did not answer a read") from error
+                headers = message.headers or {}
+                status = headers.get("Status")
+                if status == "404":
+                    return found, 0
+                if status == "204":  # end of batch
+                    return found, int(headers.get("Nats-Num-Pending", "0"))
+                if status:
+                    raise StoreError(
+                        f"JetStream read failed: {status} {headers.get('Description')}"
+                    )
+                found.append(
+                    _Message(
+                        int(headers["Nats-Sequence"]),
+                        headers["Nats-Subject"],
+                        headers,
+                        message.data,
+                        parse_time_ns(headers["Nats-Time-Stamp"]),
+                    )
+                )
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def head_position(self) -> int:
+        self._check_open()
+        try:
+            info = await self._js.stream_info(self.stream)
+        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as error:
+            raise StoreUnavailableError(f"JetStream did not answer: {error!r}") from error
+        head = int(info.state.last_seq)
+        self._signal.advance(head)
+        return head
+
+    # --- appending ----------------------------------------------------------------------
+
+    async def _last_of(self, aggregate_id: str) -> tuple[int, int]:
+        """(sequence, revision) of an aggregate's latest event; (0, 0) when it has none."""
+        request = json.dumps({"last_by_subj": f"{self.prefix}.{aggregate_id}.*"}).encode()
+        reply = await self._request(self._api, request, None)
+        headers = reply.headers or {}
+        if headers.get("Status") == "404":
+            return 0, 0
+        if headers.get("Status"):
+            raise StoreError(f"JetStream read failed: {headers.get('Status')}")
+        return int(headers["Nats-Sequence"]), int(headers.get(REVISION, "0"))
+
+    async def _stored_events(
+        self, batch: Sequence[ProposedEvent]
+    ) -> dict[str, tuple[bytes, Position]]:
+        """Which of the batch's events are stored: scans their aggregates (the retry path)."""
+        wanted = {event.event_id for event in batch}
+        found: dict[str, tuple[bytes, Position]] = {}
+        for aggregate_id in {event.aggregate_id for event in batch}:
+            async for message in self._aggregate_messages(aggregate_id, 1):
+                if message.event_id in wanted:
+                    found[message.event_id] = (
+                        message.data,
+                        Position(message.seq, message.revision),
+                    )
+        return found
+
+    async def append(
+        self,
+        envelopes: Sequence[EventEnvelope | ProposedEvent],
+        expected: Mapping[str, ExpectedRevision] | None = None,
+    ) -> AppendResult:
+        self._check_open()
+        batch = proposed(envelopes)
+        checks = normalise_expected(expected)
+        if not batch:
+            return AppendResult((), already_recorded=False)
+        if len(batch) > MAX_BATCH:
+            raise InvalidEventError(
+                f"a batch of {len(batch)} events: the NATS store takes at most {MAX_BATCH} at once"
+            )
+        limit = self.max_event_bytes
+        for index, event in enumerate(batch):
+            if len(event.data) > limit:
+                raise InvalidEventError(
+                    f"events[{index}] is {len(event.data):,} bytes; the NATS server's max_payload"
+                    f" allows {limit:,}"
+                )
+        async with self._append_lock:
+            stored: dict[str, tuple[bytes, Position]] = {}
+            scanned = False  # whether `stored` was looked up (the retry path)
+            for attempt in range(_RETRIES):
+                aggregates = list(dict.fromkeys(e.aggregate_id for e in batch))
+                found = await asyncio.gather(*map(self._last_of, aggregates))
+                revisions = {a: last[1] for a, last in zip(aggregates, found, strict=True)}
+                try:
+                    plan = plan_append(
+                        batch, checks, head=0, stored=lambda _, s=stored: s,
+                        revision_of=revisions.__getitem__,
+                    )  # fmt: skip
+                except WrongExpectedRevisionError:
+                    if scanned:
+                        raise
+                    # Maybe a retry of a batch stored before (its check passed then):
+                    # look the events up, beyond JetStream's duplicate window too.
+                    stored, scanned = await self._stored_events(batch), True
+                    plan = plan_append(
+                        batch, checks, head=0, stored=lambda _, s=stored: s,
+                        revision_of=revisions.__getitem__,
+                    )  # fmt: skip
+                if not plan.new_events:
+                    return plan.result
+                lasts = dict(zip(aggregates, found, strict=True))
+                outcome = await self._publish(plan.new_events, lasts)
+                if isinstance(outcome, list):  # the sequences of the new events
+                    return self._result(batch, plan.new_events, outcome, stored)
+                if outcome == "duplicate":
+                    known = await self._stored_events(batch)
+                    if known.keys() == stored.keys():
+                        # JetStream knows an event id that none of the batch's aggregates
+                        # holds: it is another aggregate's event.
+                        unknown = next(e for e in plan.new_events if e[0].event_id not in known)
+                        raise DuplicateEventError(unknown[0].event_id)
+                    stored, scanned = known, True
+                elif outcome == "busy":
+                    await asyncio.sleep(0.01 * (attempt + 1))
+                # "conflict": another writer took a revision meanwhile; the next round
+                # re-reads the revisions and re-checks the expectations.
+            raise StoreUnavailableError(
+                f"the append lost {_RETRIES} races with other writers in a row; try again"
+            )
+
+    def _result(
+        self,
+        batch: Sequence[ProposedEvent],
+        new_events: list[tuple[ProposedEvent, Position]],
+        sequences: list[int],
+        stored: Mapping[str, tuple[bytes, Position]],
+    ) -> AppendResult:
+        assigned = {
+            event.event_id: Position(seq, position.revision)
+            for (event, position), seq in zip(new_events, sequences, strict=True)
+        }
+        for (event, position), seq in zip(new_events, sequences, strict=True):
+            self._remember(event.aggregate_id, position.revision, seq)
+        self._signal.advance(sequences[-1])
+        return AppendResult(
+            tuple(
+                assigned[e.event_id] if e.event_id in assigned else stored[e.event_id][1]
+                for e in batch
+            ),
+            already_recorded=False,
+        )
+
+    async def _publish(
+        self, new_events: list[tuple[ProposedEvent, Position]], lasts: Mapping[str, tuple[int, int]]
+    ) -> list[int] | str:
+        """Publish the new events (one message, or one atomic batch).
+
+        Returns their sequences, or "conflict", "duplicate" or "busy".
+        """
+        batch_id = uuid.uuid4().hex if len(new_events) > 1 else None
+        checked: set[str] = set()
+        replies: Any = None
+        for number, (event, position) in enumerate(new_events, start=1):
+            headers = {"Nats-Msg-Id": event.event_id, REVISION: str(position.revision)}
+            if event.processing_id:
+                headers[PROCESSING_ID] = event.processing_id
+            if event.aggregate_id not in checked:
+                checked.add(event.aggregate_id)
+                headers["Nats-Expected-Last-Subject-Sequence"] = str(lasts[event.aggregate_id][0])
+                headers["Nats-Expected-Last-Subject-Sequence-Subject"] = (
+                    f"{self.prefix}.{event.aggregate_id}.*"
+                )
+            if batch_id is not None:
+                headers["Nats-Batch-Id"] = batch_id
+                headers["Nats-Batch-Sequence"] = str(number)
+            subject = f"{self.prefix}.{event.aggregate_id}.{_type_token(event.event_type)}"
+            if number < len(new_events):
+                await self._nc.publish(subject, event.data, headers=headers)
+                continue
+            if batch_id is not None:
+                headers["Nats-Batch-Commit"] = "1"
+            replies = await self._request(subject, event.data, headers)
+        ack = json.loads(replies.data or b"{}")
+        error = ack.get("error")
+        if error:
+            code = int(error.get("err_code", 0))
+            if code in _WRONG_LAST_SEQUENCE:
+                return "conflict"
+            if code == _DUPLICATE_IN_BATCH:
+                return "duplicate"
+            if code == _TOO_MANY_INFLIGHT or int(error.get("code", 0)) == 503:
+                return "busy"
+            raise StoreError(f"JetStream refused the append: {error.get('description', error)}")
+        if ack.get("duplicate"):
+            return "duplicate"
+        last = int(ack["seq"])
+        return list(range(last - len(new_events) + 1, last + 1))
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _remember(self, aggregate_id: str, revision: int, seq: int) -> None:
+        seqs = self._seqs.get(aggregate_id)
+        if seqs is not None and len(seqs) == revision - 1:
+            seqs.append(seq)
+            self._seqs.move_to_end(aggregate_id)
+
+    async def _aggregate_messages(self, aggregate_id: str, from_seq: int) -> Any:
+        """Every message of an aggregate from a sequence on, in order, page by page."""
+        subject = f"{self.prefix}.{aggregate_id}.*"
+        start = from_seq
+        while True:
+            page, pending = await self._direct_batch(
+                start, batch=1000, subject=subject, max_bytes=None
+            )
+            for message in page:
+                yield message
+            if not page or pending == 0:
+                return
+            start = page[-1].seq + 1
+
+    async def _index(self, aggregate_id: str) -> list[int]:
+        """The sequences of an aggregate's revisions 1..n (its index, extended to the log)."""
+        seqs = self._seqs.get(aggregate_id)
+        if seqs is None:
+            seqs = []
+            self._seqs[aggregate_id] = seqs
+            if len(self._seqs) > _MAX_INDEXED_AGGREGATES:
+                self._seqs.popitem(last=False)
+        self._seqs.move_to_end(aggregate_id)
+        start = seqs[-1] + 1 if seqs else 1
+        async for message in self._aggregate_messages(aggregate_id, start):
+            if message.revision == len(seqs) + 1:
+                seqs.append(message.seq)
+        return seqs
+
+    async def read_aggregate_page(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int,
+        max_bytes: int,
+    ) -> AggregatePage:
+        self._check_open()
+        from pipeline_events.store.base import canonical_uuid
+
+        try:
+            aggregate_id = canonical_uuid(aggregate_id, "aggregate_id")
+        except InvalidEventError:
+            return AggregatePage([], b"")
+        seqs = await self._index(aggregate_id)
+        if not seqs:
+            return AggregatePage([], b"")
+        from_revision = clamp_position(from_revision)
+        if backwards:
+            last = len(seqs) if from_revision == 0 else min(from_revision, len(seqs))
+            if last < 1:
+                return AggregatePage([], b"")
+            wanted = range(last, max(0, last - limit), -1)
+        else:
+            first = max(1, from_revision)
+            if first > len(seqs):
+                return AggregatePage([], b"")
+            wanted = range(first, min(len(seqs), first + limit - 1) + 1)
+        low, high = min(wanted), max(wanted)
+        subject = f"{self.prefix}.{aggregate_id}.*"
+        messages: list[_Message] = []
+        start = seqs[low - 1]
+        while len(messages) < high - low + 1:
+            page, pending = await self._direct_batch(
+                start, batch=high - low + 1 - len(messages), subject=subject, max_bytes=None
+            )
+            messages.extend(m for m in page if low <= m.revision <= high)
+            if not page or pending == 0:
+                break
+            start = page[-1].seq + 1
+        if backwards:
+            messages.reverse()
+        records, size = [], 0
+        for message in messages:
+            record = message.record()
+            size += len(record)
+            if records and size > max_bytes:
+                break
+            records.append(record)
+        blob = b"".join(records)
+        return AggregatePage(parse_records(blob), blob)
+
+    async def read_aggregate(
+        self,
+        aggregate_id: str,
+        *,
+        from_revision: int = 0,
+        backwards: bool = False,
+        limit: int | None = None,
+        max_bytes: int | None = None,
+    ) -> list[RecordedEvent]:
+        page = await self.read_aggregate_page(
+            aggregate_id,
+            from_revision=from_revision,
+            backwards=backwards,
+            limit=MAX_POSITION if limit is None else limit,
+            max_bytes=MAX_POSITION if max_bytes is None else max_bytes,
+        )
+        return list(page.events)
+
+    def _subject_for(self, wanted: EventFilter) -> str:
+        """The narrowest subject filter the server can apply for `wanted`."""
+        types = wanted.type_set
+        if len(wanted.aggregate_ids) == 1:
+            (aggregate,) = wanted.aggregate_ids
+            if types is not None and len(types) == 1:
+                return f"{self.prefix}.{aggregate}.{_type_token(next(iter(types)))}"
+            return f"{self.prefix}.{aggregate}.*"
+        if not wanted.aggregate_ids and types is not None and len(types) == 1:
+            return f"{self.prefix}.*.{_type_token(next(iter(types)))}"
+        return f"{self.prefix}.>"
+
+    async def read_all(
+        self,
+        *,
+        after_position: int = 0,
+        filter: EventFilter | None = None,
+        limit: int = 1000,
+        max_bytes: int | None = None,
+    ) -> ReadResult:
+        self._check_open()
+        after = clamp_position(after_position)
+        wanted = filter or EventFilter()
+        head = await self.head_position()
+        if after >= head:
+            return ReadResult([], max(head, after), head, b"")
+        types = wanted.type_set
+        if types is not None and not types:
+            return ReadResult([], head, head, b"")
+        # JetStream counts a message's subject and headers too: ask for more, cut here.
+        budget = None if max_bytes is None else max_bytes + limit * HEADER_ROOM
+        page, pending = await self._direct_batch(
+            after + 1, batch=limit, subject=self._subject_for(wanted), max_bytes=budget
+        )
+        records, size, scanned = [], 0, after
+        for message in page:
+            record = message.record()
+            if max_bytes is not None and records and size + len(record) > max_bytes:
+                pending = 1  # cut short: resume after the last event kept
+                break
+            scanned = message.seq
+            if not self._passes(message, wanted, types):
+                continue
+            size += len(record)
+            records.append(record)
+        if pending == 0:
+            scanned = max(scanned, head)
+        blob = b"".join(records)
+        return ReadResult(parse_records(blob), scanned, max(head, scanned), blob)
+
+    @staticmethod
+    def _passes(message: _Message, wanted: EventFilter, types: frozenset[int] | None) -> bool:
+        if wanted.is_empty:
+            return True
+        _, aggregate, type_token = message.subject.split(".")[-3:]
+        if wanted.aggregate_ids and aggregate not in wanted.aggregate_ids:
+            return False
+        if types is not None and not any(type_token == _type_token(t) for t in types):
+            return False
+        return not wanted.processing_ids or (
+            message.headers.get(PROCESSING_ID, "") in wanted.processing_ids
+        )
+
+    async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
+        self._check_open()
+        await self._follow_head()
+        return await self._signal.wait(after_position, timeout)
+
+    async def _follow_head(self) -> None:
+        """Learn of every append, by any replica: a headers-only ordered consumer from now."""
+        if self._live is not None:
+            return
+
+        async def seen(message: Any) -> None:
+            self._signal.advance(int(message.metadata.sequence.stream))
+
+        self._live = await self._js.subscribe(
+            f"{self.prefix}.>",
+            stream=self.stream,
+            cb=seen,
+            ordered_consumer=True,
+            deliver_policy=js_api.DeliverPolicy.NEW,
+            headers_only=True,
+        )
+        await self.head_position()  # what was appended before the consumer existed
+
+    # --- snapshots ----------------------------------------------------------------------
+
+    async def _snapshots(self) -> Any:
+        bucket = f"{self.stream}_SNAPSHOTS"
+        try:
+            return await self._js.object_store(bucket)
+        except BucketNotFoundError:
+            return await self._js.create_object_store(
+                bucket, config=js_api.ObjectStoreConfig(replicas=self.options.replicas)
+            )
+
+    async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
+        self._check_open()
+        store = await self._snapshots()
+        meta = js_api.ObjectMeta(name=name, description=str(position))
+        await store.put(name, data, meta=meta)
+
+    async def load_snapshot(self, name: str) -> Snapshot | None:
+        self._check_open()
+        store = await self._snapshots()
+        try:
+            result = await store.get(name)
+        except ObjectNotFoundError:
+            return None
+        position = int(result.info.description or "0")
+        return Snapshot(position, bytes(result.data or b""))
