@@ -93,6 +93,8 @@ def from_store_error(error: StoreError) -> RpcError:
         return bad_request([("events", str(error))])
     if isinstance(error, StoreClosedError):
         return RpcError(details_status(code_pb2.UNAVAILABLE, "the server is shutting down"))
+    if isinstance(error, ConnectionError):  # a distributed store unreachable: retry
+        return RpcError(details_status(code_pb2.UNAVAILABLE, f"the store is unavailable: {error}"))
     return RpcError(details_status(code_pb2.INTERNAL, f"store error: {error}"))
 
 

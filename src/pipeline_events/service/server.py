@@ -476,6 +476,14 @@ async def start_server(
             f" bytes ({EVENT_HEADROOM_BYTES // 1024} KiB under the message limit), not"
             f" {max_event_bytes:,}"
         )
+    store_limit = getattr(store, "max_event_bytes", None)  # NATS: the server's max_payload
+    if store_limit is not None and max_event_bytes > store_limit:
+        if max_event_bytes != DEFAULT_MAX_EVENT_BYTES:
+            raise ValueError(
+                f"the largest event must be at most {store_limit:,} bytes on this store"
+                f" (its server's message limit), not {max_event_bytes:,}"
+            )
+        max_event_bytes = store_limit  # the default, lowered to what the store can hold
     call_limit = CallLimit(max_calls, max_streams)
     server = grpc.aio.server(
         interceptors=[

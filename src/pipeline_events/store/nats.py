@@ -39,6 +39,7 @@ import contextlib
 import json
 import logging
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -170,7 +171,9 @@ class NatsEventStore(EventStore):
         self._signal = HeadSignal()
         self._live: Any = None  # headers-only ordered consumer that wakes wait_for_append
         self._closed = False
-        self._append_lock = asyncio.Lock()  # one append at a time per process: no self-races
+        # Appends to one aggregate take turns in this process (racing ourselves would only
+        # cost retries); appends to others run at once. Other replicas race through JetStream.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # --- life -------------------------------------------------------------------------------
 
@@ -393,7 +396,10 @@ class NatsEventStore(EventStore):
                     f"events[{index}] is {len(event.data):,} bytes; the NATS server's max_payload"
                     f" allows {limit:,}"
                 )
-        async with self._append_lock:
+        locks = [self._lock(a) for a in sorted({e.aggregate_id for e in batch})]
+        async with contextlib.AsyncExitStack() as held:
+            for lock in locks:  # in sorted order: two batches never wait on each other
+                await held.enter_async_context(lock)
             stored: dict[str, tuple[bytes, Position]] = {}
             scanned = False  # whether `stored` was looked up (the retry path)
             for attempt in range(_RETRIES):
@@ -436,6 +442,12 @@ class NatsEventStore(EventStore):
             raise StoreUnavailableError(
                 f"the append lost {_RETRIES} races with other writers in a row; try again"
             )
+
+    def _lock(self, aggregate_id: str) -> asyncio.Lock:
+        lock = self._locks.get(aggregate_id)
+        if lock is None:
+            lock = self._locks[aggregate_id] = asyncio.Lock()
+        return lock
 
     def _result(
         self,
