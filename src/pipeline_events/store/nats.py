@@ -38,6 +38,7 @@ import calendar
 import contextlib
 import json
 import logging
+import time
 import uuid
 import weakref
 from collections import OrderedDict
@@ -188,7 +189,10 @@ class NatsEventStore(EventStore):
         connect: dict[str, Any] = {
             "servers": list(options.servers),
             "connect_timeout": 5,
-            "max_reconnect_attempts": -1,
+            # The first connection tries each server twice and gives up (nats-py would try
+            # forever with -1, and `serve` must say "cannot reach" instead); once connected,
+            # it reconnects for ever (set below): a node loss must not end the service.
+            "max_reconnect_attempts": 2,
             "reconnect_time_wait": 0.5,
             "allow_reconnect": True,
         }
@@ -199,15 +203,33 @@ class NatsEventStore(EventStore):
         if options.creds is not None:
             connect["user_credentials"] = options.creds
 
-        async def quiet(_error: Exception) -> None:  # reconnects are logged by nats-py itself
-            return None
+        last_logged = [0.0]
+        connected = [False]  # a first connection that fails is one StoreError, not log lines
+
+        async def error(problem: Exception) -> None:  # one line per 10 s, not a traceback each
+            now = time.monotonic()
+            if connected[0] and now - last_logged[0] >= 10:
+                last_logged[0] = now
+                _log.warning("NATS: %s", problem or type(problem).__name__)
+
+        async def disconnected() -> None:
+            _log.warning("NATS: disconnected; reconnecting")
+
+        async def reconnected() -> None:
+            _log.info(
+                "NATS: reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?"
+            )
 
         try:
-            nc = await nats.connect(error_cb=quiet, **connect)
+            nc = await nats.connect(
+                error_cb=error, disconnected_cb=disconnected, reconnected_cb=reconnected, **connect
+            )
         except (NoServersError, OSError, NatsTimeoutError) as error:
             raise StoreError(
                 f"cannot reach NATS at {', '.join(options.servers)}: {error or type(error).__name__}"
             ) from error
+        nc.options["max_reconnect_attempts"] = -1  # read by nats-py on every reconnect
+        connected[0] = True
         store = cls(nc, options)
         try:
             await store._ensure_stream()
