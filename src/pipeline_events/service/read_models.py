@@ -88,7 +88,11 @@ class ReadModels:
         self._signal.close()
 
     async def _load_snapshot(self) -> None:
-        saved = await self.store.load_snapshot(SNAPSHOT_NAME)
+        try:
+            saved = await self.store.load_snapshot(SNAPSHOT_NAME)
+        except StoreError as error:  # derived data: the log still rebuilds the states
+            _log.warning("read models: no snapshot loaded (%s): rebuilding from the log", error)
+            return
         if saved is None:
             return
         if saved.position > self.caught_up_to:

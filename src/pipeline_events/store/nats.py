@@ -42,7 +42,7 @@ import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,19 @@ _REQUEST_TIMEOUT = 10.0
 
 class StoreUnavailableError(StoreError, ConnectionError):
     """JetStream could not be reached or did not answer in time; the append may be retried."""
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """nats-py's errors as the store's: unavailable (retry) or refused."""
+    try:
+        yield
+    except (NatsTimeoutError, NoRespondersError, ConnectionClosedError, OSError) as error:
+        raise StoreUnavailableError(f"{what}: JetStream did not answer ({error!r})") from error
+    except APIError as error:
+        if error.code == 503:  # no JetStream leader yet (a cluster forming), or overloaded
+            raise StoreUnavailableError(f"{what}: {error.description}") from error
+        raise StoreError(f"{what}: {error.description}") from error
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +182,8 @@ class NatsEventStore(EventStore):
         self._api = f"$JS.API.DIRECT.GET.{options.stream}"
         # aggregate -> sequences of its revisions 1..n (index i: revision i + 1), as known.
         self._seqs: OrderedDict[str, list[int]] = OrderedDict()
+        # aggregate -> (sequence, revision) of its latest event, as this process last knew.
+        self._heads: OrderedDict[str, tuple[int, int]] = OrderedDict()
         self._signal = HeadSignal()
         self._live: Any = None  # headers-only ordered consumer that wakes wait_for_append
         self._closed = False
@@ -239,16 +254,27 @@ class NatsEventStore(EventStore):
             raise
         return store
 
-    async def _ensure_stream(self) -> None:
+    async def _ensure_stream(self, patience: float = 30.0) -> None:
+        """Create the stream, or check the one there; waits for a cluster still forming."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                await self._create_or_check_stream()
+                return
+            except StoreUnavailableError:
+                if time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.5)
+
+    async def _create_or_check_stream(self) -> None:
         subjects = [f"{self.prefix}.>"]
         try:
-            info = await self._js.stream_info(self.stream)
-        except NotFoundError:
+            with _translated(f"reading stream {self.stream}"):
+                info = await self._js.stream_info(self.stream)
+        except StoreError as error:
+            if not isinstance(error.__cause__, NotFoundError):
+                raise
             info = None
-        except (NoRespondersError, NatsTimeoutError) as error:
-            raise StoreError(
-                f"JetStream is not enabled or not ready at the server: {error!r}"
-            ) from error
         if info is None:
             config = js_api.StreamConfig(
                 name=self.stream,
@@ -263,11 +289,13 @@ class NatsEventStore(EventStore):
                 discard=js_api.DiscardPolicy.NEW,
             )
             try:
-                await self._js.add_stream(config)
-            except APIError as error:
-                raise StoreError(
-                    f"cannot create stream {self.stream}: {error.description}"
-                ) from error
+                with _translated(f"creating stream {self.stream}"):
+                    await self._js.add_stream(config)
+            except StoreError as error:
+                # Another replica created it meanwhile: check that one on the next round.
+                if getattr(error.__cause__, "err_code", None) == 10058:
+                    raise StoreUnavailableError(str(error)) from error
+                raise
             return
         found = info.config
         problems = []
@@ -361,10 +389,8 @@ class NatsEventStore(EventStore):
 
     async def head_position(self) -> int:
         self._check_open()
-        try:
+        with _translated("reading the log's head"):
             info = await self._js.stream_info(self.stream)
-        except (NatsTimeoutError, NoRespondersError, ConnectionClosedError) as error:
-            raise StoreUnavailableError(f"JetStream did not answer: {error!r}") from error
         head = int(info.state.last_seq)
         self._signal.advance(head)
         return head
@@ -424,9 +450,10 @@ class NatsEventStore(EventStore):
                 await held.enter_async_context(lock)
             stored: dict[str, tuple[bytes, Position]] = {}
             scanned = False  # whether `stored` was looked up (the retry path)
+            fresh = False  # whether the revisions were read from JetStream, not the cache
             for attempt in range(_RETRIES):
                 aggregates = list(dict.fromkeys(e.aggregate_id for e in batch))
-                found = await asyncio.gather(*map(self._last_of, aggregates))
+                found = await self._lasts(aggregates, fresh=fresh)
                 revisions = {a: last[1] for a, last in zip(aggregates, found, strict=True)}
                 try:
                     plan = plan_append(
@@ -434,6 +461,9 @@ class NatsEventStore(EventStore):
                         revision_of=revisions.__getitem__,
                     )  # fmt: skip
                 except WrongExpectedRevisionError:
+                    if not fresh:  # the cache may be behind another replica's appends
+                        fresh = True
+                        continue
                     if scanned:
                         raise
                     # Maybe a retry of a batch stored before (its check passed then):
@@ -459,11 +489,29 @@ class NatsEventStore(EventStore):
                     stored, scanned = known, True
                 elif outcome == "busy":
                     await asyncio.sleep(0.01 * (attempt + 1))
-                # "conflict": another writer took a revision meanwhile; the next round
-                # re-reads the revisions and re-checks the expectations.
+                # "conflict": another writer took a revision meanwhile (or the cache was
+                # behind); the next round re-reads the revisions and re-checks.
+                fresh = True
             raise StoreUnavailableError(
                 f"the append lost {_RETRIES} races with other writers in a row; try again"
             )
+
+    async def _lasts(self, aggregates: list[str], *, fresh: bool) -> list[tuple[int, int]]:
+        """(sequence, revision) of each aggregate's latest event: cached, or read (`fresh`).
+
+        A cached value behind another replica's appends costs one refused publish (the
+        expected-last-subject-sequence check), never a wrong revision.
+        """
+        missing = aggregates if fresh else [a for a in aggregates if a not in self._heads]
+        if missing:
+            read = await asyncio.gather(*map(self._last_of, missing))
+            for aggregate, last in zip(missing, read, strict=True):
+                self._heads[aggregate] = last
+        for aggregate in aggregates:
+            self._heads.move_to_end(aggregate)
+        while len(self._heads) > _MAX_INDEXED_AGGREGATES * 10:
+            self._heads.popitem(last=False)
+        return [self._heads[a] for a in aggregates]
 
     def _lock(self, aggregate_id: str) -> asyncio.Lock:
         lock = self._locks.get(aggregate_id)
@@ -484,6 +532,7 @@ class NatsEventStore(EventStore):
         }
         for (event, position), seq in zip(new_events, sequences, strict=True):
             self._remember(event.aggregate_id, position.revision, seq)
+            self._heads[event.aggregate_id] = (seq, position.revision)
         self._signal.advance(sequences[-1])
         return AppendResult(
             tuple(
@@ -738,25 +787,30 @@ class NatsEventStore(EventStore):
 
     async def _snapshots(self) -> Any:
         bucket = f"{self.stream}_SNAPSHOTS"
-        try:
-            return await self._js.object_store(bucket)
-        except BucketNotFoundError:
-            return await self._js.create_object_store(
-                bucket, config=js_api.ObjectStoreConfig(replicas=self.options.replicas)
-            )
+        with _translated("opening the snapshot bucket"):
+            try:
+                return await self._js.object_store(bucket)
+            except BucketNotFoundError:
+                return await self._js.create_object_store(
+                    bucket, config=js_api.ObjectStoreConfig(replicas=self.options.replicas)
+                )
 
     async def save_snapshot(self, name: str, position: int, data: bytes) -> None:
         self._check_open()
         store = await self._snapshots()
         meta = js_api.ObjectMeta(name=name, description=str(position))
-        await store.put(name, data, meta=meta)
+        with _translated("saving a snapshot"):
+            await store.put(name, data, meta=meta)
 
     async def load_snapshot(self, name: str) -> Snapshot | None:
         self._check_open()
         store = await self._snapshots()
         try:
-            result = await store.get(name)
-        except ObjectNotFoundError:
-            return None
+            with _translated("loading a snapshot"):
+                result = await store.get(name)
+        except StoreError as error:
+            if isinstance(error.__cause__, ObjectNotFoundError):
+                return None
+            raise
         position = int(result.info.description or "0")
         return Snapshot(position, bytes(result.data or b""))
