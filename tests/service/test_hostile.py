@@ -1421,13 +1421,18 @@ CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive_mess
 
 @pytest.mark.parametrize("rpc", RPCS)
 async def test_hostile_inputs_do_not_break_the_service(rpc: str, running: RunningServer) -> None:
+    await fuzz_service(rpc, running, inputs_for(rpc))
+
+
+async def fuzz_service(rpc: str, running: RunningServer, inputs: int) -> None:
+    """Send `inputs` seeded hostile inputs to one RPC of a running server; assert no finding."""
     rnd = random.Random(f"{SEED}/{rpc}")
     pool = Pool.draw(rnd)
     target = f"127.0.0.1:{running.port}"
     async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
         fuzz = Fuzz(running, channel)
         await _seed(fuzz, rnd, pool)
-        await _run(fuzz, rnd, rpc, pool, inputs_for(rpc))
+        await _run(fuzz, rnd, rpc, pool, inputs)
         await fuzz.read_back()
         await fuzz.check_health()
     assert fuzz.expected, "no input was accepted: the fuzzer exercised no read-back"
