@@ -96,7 +96,11 @@ _DUPLICATE_IN_BATCH = 10201
 _TOO_MANY_INFLIGHT = 10210
 _RETRIES = 20  # conflicts with other writers retried per append (ANY revisions only)
 _MAX_INDEXED_AGGREGATES = 10_000
-_REQUEST_TIMEOUT = 10.0
+_REQUEST_TIMEOUT = 10.0  # a publish: an R3 ack may wait out a leader election (~5 s)
+_READ_TIMEOUT = 5.0  # a read: retried elsewhere sooner when a node dies mid-request
+_SCAN_BATCH = 1000  # messages per read when a filter drops some
+_SCAN_PAGES = 10  # reads per read_all at most (a sparse filter resumes from scanned_to)
+_STALE_PATIENCE = 3.0  # seconds a read waits for a lagging replica before it says so
 
 
 class StoreUnavailableError(StoreError, ConnectionError):
@@ -361,7 +365,7 @@ class NatsEventStore(EventStore):
             await self._nc.publish(self._api, json.dumps(request).encode(), reply=inbox)
             while True:
                 try:
-                    message = await subscription.next_msg(timeout=_REQUEST_TIMEOUT)
+                    message = await subscription.next_msg(timeout=_READ_TIMEOUT)
                 except NatsTimeoutError as error:
                     raise StoreUnavailableError("JetStream did not answer a read") from error
                 headers = message.headers or {}
@@ -398,15 +402,22 @@ class NatsEventStore(EventStore):
     # --- appending ----------------------------------------------------------------------
 
     async def _last_of(self, aggregate_id: str) -> tuple[int, int]:
-        """(sequence, revision) of an aggregate's latest event; (0, 0) when it has none."""
-        request = json.dumps({"last_by_subj": f"{self.prefix}.{aggregate_id}.*"}).encode()
-        reply = await self._request(self._api, request, None)
-        headers = reply.headers or {}
-        if headers.get("Status") == "404":
-            return 0, 0
-        if headers.get("Status"):
-            raise StoreError(f"JetStream read failed: {headers.get('Status')}")
-        return int(headers["Nats-Sequence"]), int(headers.get(REVISION, "0"))
+        """(sequence, revision) of an aggregate's latest event; (0, 0) when it has none.
+
+        Asked of the stream leader (a message get, not a Direct Get, which any replica
+        answers from its own state, possibly behind): revision checks must see every
+        acknowledged append.
+        """
+        try:
+            with _translated("reading an aggregate's latest revision"):
+                message = await self._js.get_msg(
+                    self.stream, subject=f"{self.prefix}.{aggregate_id}.*"
+                )
+        except StoreError as error:
+            if isinstance(error.__cause__, NotFoundError):
+                return 0, 0
+            raise
+        return int(message.seq or 0), int((message.headers or {}).get(REVISION, "0"))
 
     async def _stored_events(
         self, batch: Sequence[ProposedEvent]
@@ -641,7 +652,17 @@ class NatsEventStore(EventStore):
             aggregate_id = canonical_uuid(aggregate_id, "aggregate_id")
         except InvalidEventError:
             return AggregatePage([], b"")
+        # The leader's latest revision, and an index (built by Direct Get) that has it.
+        _, latest = await self._last_of(aggregate_id)
+        deadline = time.monotonic() + _STALE_PATIENCE
         seqs = await self._index(aggregate_id)
+        while len(seqs) < latest:  # the replica that answered is behind: ask again
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(
+                    f"a replica of stream {self.stream} is behind its leader; try again"
+                )
+            await asyncio.sleep(0.05)
+            seqs = await self._index(aggregate_id)
         if not seqs:
             return AggregatePage([], b"")
         from_revision = clamp_position(from_revision)
@@ -660,12 +681,17 @@ class NatsEventStore(EventStore):
         messages: list[_Message] = []
         start = seqs[low - 1]
         while len(messages) < high - low + 1:
-            page, pending = await self._direct_batch(
+            page, _ = await self._direct_batch(
                 start, batch=high - low + 1 - len(messages), subject=subject, max_bytes=None
             )
             messages.extend(m for m in page if low <= m.revision <= high)
-            if not page or pending == 0:
-                break
+            if not page:  # every revision up to `high` is stored: a replica behind
+                if time.monotonic() > deadline:
+                    raise StoreUnavailableError(
+                        f"a replica of stream {self.stream} is behind its leader; try again"
+                    )
+                await asyncio.sleep(0.05)
+                continue
             start = page[-1].seq + 1
         if backwards:
             messages.reverse()
@@ -697,18 +723,6 @@ class NatsEventStore(EventStore):
         )
         return list(page.events)
 
-    def _subject_for(self, wanted: EventFilter) -> str:
-        """The narrowest subject filter the server can apply for `wanted`."""
-        types = wanted.type_set
-        if len(wanted.aggregate_ids) == 1:
-            (aggregate,) = wanted.aggregate_ids
-            if types is not None and len(types) == 1:
-                return f"{self.prefix}.{aggregate}.{_type_token(next(iter(types)))}"
-            return f"{self.prefix}.{aggregate}.*"
-        if not wanted.aggregate_ids and types is not None and len(types) == 1:
-            return f"{self.prefix}.*.{_type_token(next(iter(types)))}"
-        return f"{self.prefix}.>"
-
     async def read_all(
         self,
         *,
@@ -726,26 +740,63 @@ class NatsEventStore(EventStore):
         types = wanted.type_set
         if types is not None and not types:
             return ReadResult([], head, head, b"")
-        # JetStream counts a message's subject and headers too: ask for more, cut here.
-        budget = None if max_bytes is None else max_bytes + limit * HEADER_ROOM
-        page, pending = await self._direct_batch(
-            after + 1, batch=limit, subject=self._subject_for(wanted), max_bytes=budget
-        )
-        records, size, scanned = [], 0, after
-        for message in page:
-            record = message.record()
-            if max_bytes is not None and records and size + len(record) > max_bytes:
-                pending = 1  # cut short: resume after the last event kept
+        # Read unfiltered (the stream has no gaps, which shows a replica behind; see
+        # `_contiguous`) and filter here, page after page until `limit` events pass, the
+        # bytes are spent, the head is reached, or _SCAN_PAGES pages were scanned.
+        records: list[bytes] = []
+        size, scanned = 0, after
+        for _ in range(_SCAN_PAGES):
+            batch = max(limit - len(records), 1) if wanted.is_empty else _SCAN_BATCH
+            # JetStream counts a message's subject and headers too: ask for more, cut here.
+            budget = None if max_bytes is None else max_bytes - size + batch * HEADER_ROOM
+            page = await self._contiguous(scanned, head, batch, budget)
+            full = False
+            for message in page:
+                if not self._passes(message, wanted, types):
+                    scanned = message.seq
+                    continue
+                record = message.record()
+                if max_bytes is not None and records and size + len(record) > max_bytes:
+                    full = True  # cut short: resume after the last event kept
+                    break
+                scanned = message.seq
+                size += len(record)
+                records.append(record)
+                if len(records) == limit:
+                    full = True
+                    break
+            if full or not page or scanned >= head:
                 break
-            scanned = message.seq
-            if not self._passes(message, wanted, types):
-                continue
-            size += len(record)
-            records.append(record)
-        if pending == 0:
-            scanned = max(scanned, head)
         blob = b"".join(records)
         return ReadResult(parse_records(blob), scanned, max(head, scanned), blob)
+
+    async def _contiguous(
+        self, after: int, head: int, limit: int, max_bytes: int | None
+    ) -> list[_Message]:
+        """The log's messages after `after`, without a gap: at most `limit`, up to `head`.
+
+        Direct Get is answered by any replica from its own state, which may be behind
+        the leader (just after a node came back, or under lag). The stream has no gaps
+        (deletes denied, no limits), so a page that skips a sequence, or ends before
+        the head the leader reported, is such an answer: asked again, for up to
+        _STALE_PATIENCE, and otherwise cut at its first gap, so that no reader ever
+        steps over an event it did not get.
+        """
+        deadline = time.monotonic() + _STALE_PATIENCE
+        while True:
+            page, pending = await self._direct_batch(
+                after + 1, batch=limit, subject=f"{self.prefix}.>", max_bytes=max_bytes
+            )
+            contiguous = 0
+            for expected, message in enumerate(page, start=after + 1):
+                if message.seq != expected:
+                    break
+                contiguous += 1
+            end = after + contiguous
+            whole = contiguous == len(page) and (contiguous == limit or end >= head or pending > 0)
+            if whole or time.monotonic() > deadline:
+                return page[:contiguous]
+            await asyncio.sleep(0.05)
 
     @staticmethod
     def _passes(message: _Message, wanted: EventFilter, types: frozenset[int] | None) -> bool:
