@@ -77,8 +77,11 @@ class ReadModels:
     async def close(self) -> None:
         """Stop following; save a snapshot if anything was folded since the last one."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Cancelled until done: Python 3.11's wait_for can swallow a cancellation that
+            # lands as the awaited call completes, and the task would go on waiting.
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
             self._task = None
         if self.position > self.snapshot_position:
             try:

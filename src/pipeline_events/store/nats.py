@@ -357,27 +357,28 @@ class NatsEventStore(EventStore):
             request["max_bytes"] = max_bytes
         inbox = self._nc.new_inbox()
         found: list[_Message] = []
-        try:
-            subscription = await self._nc.subscribe(inbox)
-        except ConnectionClosedError as error:
-            raise StoreUnavailableError(f"JetStream connection closed: {error!r}") from error
-        try:
-            await self._nc.publish(self._api, json.dumps(request).encode(), reply=inbox)
-            while True:
-                try:
-                    message = await subscription.next_msg(timeout=_READ_TIMEOUT)
-                except NatsTimeoutError as error:
-                    raise StoreUnavailableError("JetStream did not answer a read") from error
-                headers = message.headers or {}
-                status = headers.get("Status")
-                if status == "404":
-                    return found, 0
-                if status == "204":  # end of batch
-                    return found, int(headers.get("Nats-Num-Pending", "0"))
-                if status:
-                    raise StoreError(
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def each(message: Any) -> None:  # one callback per message: no task per message
+            if done.done():
+                return
+            headers = message.headers or {}
+            status = headers.get("Status")
+            if status == "404":
+                done.set_result(0)
+            elif status == "204":  # end of batch
+                done.set_result(int(headers.get("Nats-Num-Pending", "0")))
+            elif status in ("503", "408"):  # no leader yet, or a node going away: retry
+                done.set_exception(
+                    StoreUnavailableError(
                         f"JetStream read failed: {status} {headers.get('Description')}"
                     )
+                )
+            elif status:
+                done.set_exception(
+                    StoreError(f"JetStream read failed: {status} {headers.get('Description')}")
+                )
+            else:
                 found.append(
                     _Message(
                         int(headers["Nats-Sequence"]),
@@ -387,6 +388,18 @@ class NatsEventStore(EventStore):
                         parse_time_ns(headers["Nats-Time-Stamp"]),
                     )
                 )
+
+        try:
+            subscription = await self._nc.subscribe(inbox, cb=each)
+        except ConnectionClosedError as error:
+            raise StoreUnavailableError(f"JetStream connection closed: {error!r}") from error
+        try:
+            await self._nc.publish(self._api, json.dumps(request).encode(), reply=inbox)
+            try:
+                pending = await asyncio.wait_for(done, _READ_TIMEOUT)
+            except TimeoutError as error:
+                raise StoreUnavailableError("JetStream did not answer a read") from error
+            return found, pending
         finally:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -734,7 +747,8 @@ class NatsEventStore(EventStore):
         self._check_open()
         after = clamp_position(after_position)
         wanted = filter or EventFilter()
-        head = await self.head_position()
+        # Followed live (see `_follow_head`), the head is known without asking the leader.
+        head = self._signal.head if self._live is not None else await self.head_position()
         if after >= head:
             return ReadResult([], max(head, after), head, b"")
         types = wanted.type_set
