@@ -105,6 +105,13 @@ def _input_file(text: str) -> str:
     return text
 
 
+def _tls_file(text: str) -> str:
+    """An existing file (not stdin): a certificate, key or CA bundle."""
+    if text == "-":
+        raise argparse.ArgumentTypeError("a TLS file cannot be stdin")
+    return _input_file(text)
+
+
 def _output_file(text: str) -> str:
     """A file to write in an existing directory, or - for stdout."""
     if text == "-":
@@ -166,6 +173,18 @@ def _add_serve(commands: Any) -> None:
         default="127.0.0.1:50051",
         help="HOST:PORT, [IPV6]:PORT, or port 0 for any free one (default %(default)s)",
     )
+    tls = serve.add_argument_group("TLS")
+    tls.add_argument("--tls-cert", type=_tls_file, metavar="FILE",
+                     help="serve TLS with this certificate (chain), PEM; re-read on SIGHUP")  # fmt: skip
+    tls.add_argument("--tls-key", type=_tls_file, metavar="FILE",
+                     help="the certificate's private key, PEM")  # fmt: skip
+    tls.add_argument("--tls-client-ca", type=_tls_file, metavar="FILE",
+                     help="mutual TLS: require client certificates signed by these CAs")  # fmt: skip
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext on an address other than loopback (refused otherwise)",
+    )
     serve.add_argument(
         "--max-event-bytes",
         type=_positive_int,
@@ -183,7 +202,18 @@ def _client_command(commands: Any, name: str, help: str) -> argparse.ArgumentPar
     )
     command.add_argument("--timeout", type=float, default=10.0, help="seconds per call")
     command.add_argument("--json", action="store_true", help="JSON Lines for machines")
+    _add_client_tls(command)
     return command
+
+
+def _add_client_tls(command: argparse.ArgumentParser) -> None:
+    tls = command.add_argument_group("TLS (or PIPELINE_EVENTS_TLS_CA, _CERT, _KEY)")
+    tls.add_argument("--tls-ca", type=_tls_file, metavar="FILE",
+                     help="connect with TLS, trusting the CA certificates in FILE")  # fmt: skip
+    tls.add_argument("--tls-cert", type=_tls_file, metavar="FILE",
+                     help="mutual TLS: this client's certificate (with --tls-key)")  # fmt: skip
+    tls.add_argument("--tls-key", type=_tls_file, metavar="FILE",
+                     help="mutual TLS: this client's private key")  # fmt: skip
 
 
 def _add_publish(commands: Any) -> None:

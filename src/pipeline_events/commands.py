@@ -48,6 +48,7 @@ from pipeline_events.convert import READERS
 from pipeline_events.errors import DecodeError
 from pipeline_events.projections import messages
 from pipeline_events.store import ExpectedState
+from pipeline_events.tls import ClientTls, TlsError
 
 
 class _Console(Console):
@@ -67,8 +68,18 @@ out = _Console()
 err = _Console(stderr=True)
 
 
+def _credentials(args: argparse.Namespace) -> Any:
+    """TLS channel credentials from --tls-* or PIPELINE_EVENTS_TLS_*; None: plaintext.
+
+    Raises:
+        TlsError: files that cannot be used.
+    """
+    tls = ClientTls.of(args.tls_ca, args.tls_cert, args.tls_key)
+    return None if tls is None else tls.credentials()
+
+
 def _client(args: argparse.Namespace) -> EventClient:
-    return EventClient(args.target, timeout=args.timeout)
+    return EventClient(args.target, timeout=args.timeout, credentials=_credentials(args))
 
 
 def _summary(event: domain.Event | domain.UnknownEvent) -> str:
@@ -513,7 +524,12 @@ def run_status(args: argparse.Namespace) -> int:
 
     from pipeline_events.service.server import SERVICE_NAME
 
-    with grpc.insecure_channel(args.target) as channel:
+    credentials = _credentials(args)
+    if credentials is None:
+        channel = grpc.insecure_channel(args.target)
+    else:
+        channel = grpc.secure_channel(args.target, credentials)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=args.timeout
@@ -691,5 +707,8 @@ def guarded(command: Any, args: argparse.Namespace) -> int:
         err.print(f"pipeline-events: {error} — is `pipeline-events serve` running there?")
         return 2
     except ClientError as error:
+        err.print(f"pipeline-events: {error}")
+        return 2
+    except TlsError as error:  # TLS files the client cannot use: before any connection
         err.print(f"pipeline-events: {error}")
         return 2

@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import logging
 import re
 import signal
 import socket
 import sqlite3
 import sys
-from typing import TYPE_CHECKING, NamedTuple
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeline_events.store import EventStore, StoreError, open_store
+from pipeline_events.tls import TlsError
 
 if TYPE_CHECKING:
     from pipeline_events.service.server import RunningServer
@@ -32,6 +36,15 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 class StartupError(ValueError):
     """The server refused its settings (e.g. a limit out of range)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerTlsFiles:
+    """Where the server's TLS files are (see `service.tls`, which needs grpc)."""
+
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # mutual TLS: the CA that signs the clients' certificates
 
 
 class ListenAddress(NamedTuple):
@@ -90,12 +103,37 @@ def _resolve(host: str, port: int) -> None:
         raise ValueError(f"cannot resolve the host {host!r}: {reason}") from error
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` resolves to is a loopback one (127.0.0.0/8, ::1)."""
+    try:
+        found = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return False
+    return bool(found) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in found)
+
+
+def check_secure(address: ListenAddress, tls: ServerTlsFiles | None, insecure: bool) -> None:
+    """Secure by default: plaintext only on loopback, unless `--insecure` says otherwise.
+
+    Raises:
+        StartupError: a non-loopback address without TLS, and no --insecure.
+    """
+    if tls is None and not insecure and not is_loopback(address.host):
+        raise StartupError(
+            f"{address} is reachable from other machines and the connection would be"
+            " plaintext: anyone who reaches it could read and write the log; give"
+            " --tls-cert and --tls-key, or --insecure to accept that"
+        )
+
+
 async def serve(
     store_url: str = DEFAULT_STORE,
     listen: str | ListenAddress = DEFAULT_LISTEN,
     grace: float = 10.0,
     *,
     max_event_bytes: int | None = None,
+    tls: ServerTlsFiles | None = None,
+    insecure: bool = False,
 ) -> None:
     """Run the EventService until a signal; in-flight publishes finish before exit.
 
@@ -104,26 +142,42 @@ async def serve(
         listen: HOST:PORT, checked by `parse_listen`.
         grace: seconds in-flight calls get to finish on stop.
         max_event_bytes: the largest envelope accepted; None: the server's default.
+        tls: serve TLS (mutual TLS with a client CA) from these files, re-read on SIGHUP.
+        insecure: allow plaintext on an address other than loopback.
 
     Raises:
         ValueError: a bad listen address.
         StoreError: the store cannot be opened (an unreadable file too).
         OSError: the server cannot listen there.
-        StartupError: the server refused a setting (max_event_bytes).
+        StartupError: the server refused a setting (max_event_bytes, plaintext off loopback).
+        TlsError: TLS files that cannot be used.
     """
     address = listen if isinstance(listen, ListenAddress) else parse_listen(listen)
+    check_secure(address, tls, insecure)
+    server_tls = None
+    if tls is not None:
+        from pipeline_events.service.tls import ServerTls
+
+        server_tls = ServerTls(tls)  # the files are read and checked before anything opens
     store = await _open(store_url)
     try:
-        running = await _start(store, address, max_event_bytes)
+        credentials = None if server_tls is None else server_tls.credentials()
+        running = await _start(store, address, max_event_bytes, credentials)
     except BaseException:
         await store.close()
         raise
+    security = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
     # One line, always printed: where it listens and what it stores (tests read the port here).
-    log.info("listening on %s, store %s", ListenAddress(address.host, running.port), store_url)
+    log.info(
+        "listening on %s, store %s, %s",
+        ListenAddress(address.host, running.port), store_url, security,
+    )  # fmt: skip
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    if server_tls is not None:
+        loop.add_signal_handler(signal.SIGHUP, server_tls.reload)
     await stop.wait()
     log.info("shutting down: health NOT_SERVING, finishing in-flight calls")
     await running.stop(grace)
@@ -165,14 +219,17 @@ def check_can_listen(address: ListenAddress) -> None:
 
 
 async def _start(
-    store: EventStore, address: ListenAddress, max_event_bytes: int | None
+    store: EventStore, address: ListenAddress, max_event_bytes: int | None, credentials: Any
 ) -> RunningServer:
     from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
 
     check_can_listen(address)
     try:  # start_server itself turns gRPC's bind failure into an OSError
         return await start_server(
-            store, listen=str(address), max_event_bytes=max_event_bytes or DEFAULT_MAX_EVENT_BYTES
+            store,
+            listen=str(address),
+            max_event_bytes=max_event_bytes or DEFAULT_MAX_EVENT_BYTES,
+            credentials=credentials,
         )
     except ValueError as error:  # a limit start_server refuses
         raise StartupError(str(error)) from error
@@ -192,9 +249,24 @@ def run_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    tls = None
+    if args.tls_cert or args.tls_key or args.tls_client_ca:
+        if not (args.tls_cert and args.tls_key):
+            print("pipeline-events serve: TLS needs both --tls-cert and --tls-key", file=sys.stderr)
+            return 2
+        tls = ServerTlsFiles(
+            Path(args.tls_cert),
+            Path(args.tls_key),
+            Path(args.tls_client_ca) if args.tls_client_ca else None,
+        )
     try:
-        asyncio.run(serve(args.store, args.listen, max_event_bytes=args.max_event_bytes))
-    except (StoreError, OSError, StartupError) as error:
+        asyncio.run(
+            serve(
+                args.store, args.listen, max_event_bytes=args.max_event_bytes,
+                tls=tls, insecure=args.insecure,
+            )
+        )  # fmt: skip
+    except (StoreError, OSError, StartupError, TlsError) as error:
         print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0
