@@ -153,7 +153,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_demo(commands)
     _add_convert(commands)
+    _add_token(commands)
     return parser
+
+
+def _add_token(commands: Any) -> None:
+    from pipeline_events.tokens import ROLES
+
+    token = commands.add_parser("token", help="make tokens for `serve --auth`")
+    actions = token.add_subparsers(dest="token_action", required=True, metavar="ACTION")
+    create = actions.add_parser(
+        "create",
+        help="print a new token once, and the lines to add to the principals file",
+        description="Print a new token (shown once: keep it secret) and the [[principal]] "
+        "lines to add to the file `serve --auth` reads.",
+    )
+    create.add_argument("name", help="who the token is for")
+    create.add_argument("--role", action="append", choices=ROLES, required=True,
+                        help="publisher, subscriber or admin (repeatable)")  # fmt: skip
+    create.add_argument("--pipeline", action="append", type=_uuid, metavar="ID", default=[],
+                        help="only this pipeline (repeatable; default: every pipeline)")  # fmt: skip
 
 
 def _add_serve(commands: Any) -> None:
@@ -181,9 +200,16 @@ def _add_serve(commands: Any) -> None:
     tls.add_argument("--tls-client-ca", type=_tls_file, metavar="FILE",
                      help="mutual TLS: require client certificates signed by these CAs")  # fmt: skip
     serve.add_argument(
+        "--auth", type=_tls_file, metavar="FILE",
+        help="require bearer tokens: the principals file (TOML; `token create`), re-read on SIGHUP",
+    )  # fmt: skip
+    serve.add_argument(
+        "--no-reflection", action="store_true", help="do not serve gRPC server reflection"
+    )
+    serve.add_argument(
         "--insecure",
         action="store_true",
-        help="allow plaintext on an address other than loopback (refused otherwise)",
+        help="allow an address other than loopback without TLS and --auth (refused otherwise)",
     )
     serve.add_argument(
         "--max-event-bytes",
@@ -207,6 +233,10 @@ def _client_command(commands: Any, name: str, help: str) -> argparse.ArgumentPar
 
 
 def _add_client_tls(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--token", metavar="TOKEN", default=os.environ.get("PIPELINE_EVENTS_TOKEN"),
+        help="bearer token for a server with --auth (default: $PIPELINE_EVENTS_TOKEN)",
+    )  # fmt: skip
     tls = command.add_argument_group("TLS (or PIPELINE_EVENTS_TLS_CA, _CERT, _KEY)")
     tls.add_argument("--tls-ca", type=_tls_file, metavar="FILE",
                      help="connect with TLS, trusting the CA certificates in FILE")  # fmt: skip
@@ -359,6 +389,18 @@ def _run(args: argparse.Namespace) -> int:
         from pipeline_events.convert import run_convert
 
         return run_convert(args)
+    if args.command == "token":
+        from pipeline_events.tokens import new_token, principal_toml
+
+        token, token_id, hash_line = new_token()
+        print(f"token (shown once, keep it secret): {token}", file=sys.stderr)
+        print(token)
+        print("\n# add to the principals file of `serve --auth`:", file=sys.stderr)
+        print(
+            principal_toml(args.name, token_id, hash_line, args.role, args.pipeline),
+            file=sys.stderr,
+        )
+        return 0
     try:
         if args.command == "serve":
             from pipeline_events.service.serve import run_serve

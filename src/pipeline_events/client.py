@@ -767,7 +767,7 @@ class AsyncSubscription:
         failures = 0
         while True:
             stub = await self._client._get_stub()
-            call = stub.Subscribe(cursor.request())
+            call = stub.Subscribe(cursor.request(), metadata=self._client.metadata)
             try:
                 async for message in call:
                     connected, failures = True, 0
@@ -815,6 +815,7 @@ class AsyncEventClient:
         channel: a grpc.aio channel to use instead of opening one (the client does not close it).
         credentials: TLS credentials; None opens an insecure channel.
         retry: the retry policy of unary calls.
+        token: a bearer token for a server with `--auth` (`pipeline-events token create`).
     """
 
     def __init__(
@@ -825,10 +826,13 @@ class AsyncEventClient:
         channel: grpc.aio.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        token: str | None = None,
     ):
         self.target = target
         self.timeout = timeout
         self.retry = retry
+        #: Sent with every call: the bearer token (`serve --auth`), if any.
+        self.metadata = None if not token else (("authorization", f"Bearer {token}"),)
         self._credentials = credentials
         self._channel = channel
         self._owns_channel = channel is None
@@ -866,7 +870,7 @@ class AsyncEventClient:
         failures = 0
         while True:
             try:
-                return await method(request, timeout=self.timeout)
+                return await method(request, timeout=self.timeout, metadata=self.metadata)
             except grpc.aio.AioRpcError as error:
                 failures += 1
                 wait = retry_wait(error, failures, self.retry)
@@ -928,7 +932,7 @@ class AsyncEventClient:
             except Exception as error:
                 requests.failed(error)
 
-        call = (await self._get_stub()).PublishStream(each())
+        call = (await self._get_stub()).PublishStream(each(), metadata=self.metadata)
         try:
             async for response in call:
                 yield _ack(response, self.target)
@@ -1271,7 +1275,9 @@ class Subscription:
         connected = False
         failures = 0
         while not self._closed.is_set():
-            self._call = call = self._client._stub.Subscribe(cursor.request())
+            self._call = call = self._client._stub.Subscribe(
+                cursor.request(), metadata=self._client.metadata
+            )
             if self._closed.is_set():  # closed while the call was being made
                 call.cancel()
             try:
@@ -1323,6 +1329,7 @@ class EventClient:
         channel: a grpc channel to use instead of opening one (the client does not close it).
         credentials: TLS credentials; None opens an insecure channel.
         retry: the retry policy of unary calls.
+        token: a bearer token for a server with `--auth` (`pipeline-events token create`).
     """
 
     def __init__(
@@ -1333,10 +1340,13 @@ class EventClient:
         channel: grpc.Channel | None = None,
         credentials: grpc.ChannelCredentials | None = None,
         retry: RetryPolicy = DEFAULT_RETRY,
+        token: str | None = None,
     ):
         self.target = target
         self.timeout = timeout
         self.retry = retry
+        #: Sent with every call: the bearer token (`serve --auth`), if any.
+        self.metadata = None if not token else (("authorization", f"Bearer {token}"),)
         self._owns_channel = channel is None
         if channel is None:
             if credentials is None:
@@ -1362,7 +1372,7 @@ class EventClient:
         failures = 0
         while True:
             try:
-                return method(request, timeout=self.timeout)
+                return method(request, timeout=self.timeout, metadata=self.metadata)
             except grpc.RpcError as error:
                 failures += 1
                 wait = retry_wait(error, failures, self.retry)
@@ -1398,7 +1408,7 @@ class EventClient:
             except Exception as error:
                 requests.failed(error)
 
-        call = self._stub.PublishStream(each())
+        call = self._stub.PublishStream(each(), metadata=self.metadata)
         try:
             for response in call:
                 yield _ack(response, self.target)

@@ -43,6 +43,7 @@ from pipeline_events.client import (
     PublishResult,
     RecordedEvent,
     ServiceUnavailableError,
+    error_from_rpc,
 )
 from pipeline_events.convert import READERS
 from pipeline_events.errors import DecodeError
@@ -79,7 +80,9 @@ def _credentials(args: argparse.Namespace) -> Any:
 
 
 def _client(args: argparse.Namespace) -> EventClient:
-    return EventClient(args.target, timeout=args.timeout, credentials=_credentials(args))
+    return EventClient(
+        args.target, timeout=args.timeout, credentials=_credentials(args), token=args.token
+    )
 
 
 def _summary(event: domain.Event | domain.UnknownEvent) -> str:
@@ -535,16 +538,14 @@ def run_status(args: argparse.Namespace) -> int:
                 health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=args.timeout
             )
             # A subscription from the end says where the log ends in its first message.
+            metadata = (("authorization", f"Bearer {args.token}"),) if args.token else None
             subscription = service_pb2_grpc.EventServiceStub(channel).Subscribe(
-                service_pb2.SubscribeRequest(from_end={}), timeout=args.timeout
+                service_pb2.SubscribeRequest(from_end={}), timeout=args.timeout, metadata=metadata
             )
             head = next(iter(subscription)).caught_up.position
             subscription.cancel()
         except grpc.RpcError as error:
-            raise ServiceUnavailableError(
-                f"cannot reach the event service at {args.target}: {error.details()}",
-                target=args.target,
-            ) from error
+            raise error_from_rpc(error, target=args.target, rpc="status") from error
     health = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
     if args.json:
         out.print(

@@ -211,7 +211,8 @@ def test_serve_on_a_port_in_use_says_so() -> None:
 
 
 def test_serve_on_an_address_of_another_host_says_so() -> None:
-    line = serve_fails("--store", "memory://", "--listen", "192.0.2.1:50051")  # TEST-NET-1
+    # TEST-NET-1; --insecure: not loopback, so plaintext needs saying (test_tls.py)
+    line = serve_fails("--store", "memory://", "--listen", "192.0.2.1:50051", "--insecure")
     assert line == (
         "pipeline-events serve: cannot listen on 192.0.2.1:50051: Cannot assign requested address"
     )

@@ -187,7 +187,10 @@ def test_plaintext_off_loopback_is_refused_unless_insecure(tmp_path: Path) -> No
     with pytest.raises(ValueError, match="--tls-cert and --tls-key, or --insecure"):
         check_secure(parse_listen("0.0.0.0:0"), None, insecure=False)
     check_secure(parse_listen("0.0.0.0:0"), None, insecure=True)  # said so: allowed
-    check_secure(parse_listen("0.0.0.0:0"), ServerTlsFiles(Path("c"), Path("k")), insecure=False)
+    tls = ServerTlsFiles(Path("c"), Path("k"))
+    with pytest.raises(ValueError, match="give --auth FILE"):  # TLS, but anyone may call
+        check_secure(parse_listen("0.0.0.0:0"), tls, insecure=False)
+    check_secure(parse_listen("0.0.0.0:0"), tls, insecure=False, auth=Path("principals.toml"))
     refused = cli("serve", "--store", "memory://", "--listen", "0.0.0.0:0")
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines() == [

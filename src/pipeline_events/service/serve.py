@@ -112,17 +112,27 @@ def is_loopback(host: str) -> bool:
     return bool(found) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in found)
 
 
-def check_secure(address: ListenAddress, tls: ServerTlsFiles | None, insecure: bool) -> None:
-    """Secure by default: plaintext only on loopback, unless `--insecure` says otherwise.
+def check_secure(
+    address: ListenAddress, tls: ServerTlsFiles | None, insecure: bool, auth: Path | None = None
+) -> None:
+    """Secure by default: off loopback, TLS and tokens, unless `--insecure` says otherwise.
 
     Raises:
-        StartupError: a non-loopback address without TLS, and no --insecure.
+        StartupError: a non-loopback address without TLS or --auth, and no --insecure.
     """
-    if tls is None and not insecure and not is_loopback(address.host):
+    if insecure or is_loopback(address.host):
+        return
+    if tls is None:
         raise StartupError(
             f"{address} is reachable from other machines and the connection would be"
             " plaintext: anyone who reaches it could read and write the log; give"
             " --tls-cert and --tls-key, or --insecure to accept that"
+        )
+    if auth is None:
+        raise StartupError(
+            f"{address} is reachable from other machines and every caller could read and"
+            " write the log: give --auth FILE (principals and their tokens), or --insecure"
+            " to accept that"
         )
 
 
@@ -134,6 +144,8 @@ async def serve(
     max_event_bytes: int | None = None,
     tls: ServerTlsFiles | None = None,
     insecure: bool = False,
+    auth: Path | None = None,
+    reflection_on: bool = True,
 ) -> None:
     """Run the EventService until a signal; in-flight publishes finish before exit.
 
@@ -143,7 +155,9 @@ async def serve(
         grace: seconds in-flight calls get to finish on stop.
         max_event_bytes: the largest envelope accepted; None: the server's default.
         tls: serve TLS (mutual TLS with a client CA) from these files, re-read on SIGHUP.
-        insecure: allow plaintext on an address other than loopback.
+        insecure: allow an address other than loopback without TLS and tokens.
+        auth: require bearer tokens of the principals in this file, re-read on SIGHUP.
+        reflection_on: serve gRPC server reflection.
 
     Raises:
         ValueError: a bad listen address.
@@ -151,22 +165,30 @@ async def serve(
         OSError: the server cannot listen there.
         StartupError: the server refused a setting (max_event_bytes, plaintext off loopback).
         TlsError: TLS files that cannot be used.
+        AuthFileError: a principals file that cannot be used.
     """
     address = listen if isinstance(listen, ListenAddress) else parse_listen(listen)
-    check_secure(address, tls, insecure)
-    server_tls = None
+    check_secure(address, tls, insecure, auth)
+    server_tls = authenticator = None
     if tls is not None:
         from pipeline_events.service.tls import ServerTls
 
         server_tls = ServerTls(tls)  # the files are read and checked before anything opens
+    if auth is not None:
+        from pipeline_events.service.auth import Authenticator
+
+        authenticator = Authenticator.open(auth)
     store = await _open(store_url)
     try:
         credentials = None if server_tls is None else server_tls.credentials()
-        running = await _start(store, address, max_event_bytes, credentials)
+        running = await _start(
+            store, address, max_event_bytes, credentials, authenticator, reflection_on
+        )
     except BaseException:
         await store.close()
         raise
     security = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
+    security += ", tokens" if authenticator is not None else ", no tokens"
     # One line, always printed: where it listens and what it stores (tests read the port here).
     log.info(
         "listening on %s, store %s, %s",
@@ -176,8 +198,14 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    if server_tls is not None:
-        loop.add_signal_handler(signal.SIGHUP, server_tls.reload)
+
+    def reload() -> None:  # SIGHUP: certificates and principals, without a restart
+        if server_tls is not None:
+            server_tls.reload()
+        if authenticator is not None:
+            authenticator.reload()
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     log.info("shutting down: health NOT_SERVING, finishing in-flight calls")
     await running.stop(grace)
@@ -219,7 +247,12 @@ def check_can_listen(address: ListenAddress) -> None:
 
 
 async def _start(
-    store: EventStore, address: ListenAddress, max_event_bytes: int | None, credentials: Any
+    store: EventStore,
+    address: ListenAddress,
+    max_event_bytes: int | None,
+    credentials: Any,
+    authenticator: Any = None,
+    reflection_on: bool = True,
 ) -> RunningServer:
     from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
 
@@ -230,6 +263,8 @@ async def _start(
             listen=str(address),
             max_event_bytes=max_event_bytes or DEFAULT_MAX_EVENT_BYTES,
             credentials=credentials,
+            authenticator=authenticator,
+            reflection_on=reflection_on,
         )
     except ValueError as error:  # a limit start_server refuses
         raise StartupError(str(error)) from error
@@ -263,10 +298,11 @@ def run_serve(args: argparse.Namespace) -> int:
         asyncio.run(
             serve(
                 args.store, args.listen, max_event_bytes=args.max_event_bytes,
-                tls=tls, insecure=args.insecure,
+                tls=tls, insecure=args.insecure, auth=Path(args.auth) if args.auth else None,
+                reflection_on=not args.no_reflection,
             )
         )  # fmt: skip
-    except (StoreError, OSError, StartupError, TlsError) as error:
+    except (StoreError, OSError, StartupError, TlsError, ValueError) as error:
         print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0

@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeline_events.projections import ProcessingStatus, messages
+from pipeline_events.service.auth import Authenticator, AuthGuard
 from pipeline_events.service.errors import (
     RpcError,
     bad_request,
@@ -463,6 +464,8 @@ async def start_server(
     max_calls: int = DEFAULT_MAX_CALLS,
     max_streams: int = DEFAULT_MAX_STREAMS,
     credentials: grpc.ServerCredentials | None = None,
+    authenticator: Authenticator | None = None,
+    reflection_on: bool = True,
 ) -> RunningServer:
     """Build, bind and start a server hosting the EventService, health and reflection.
 
@@ -488,6 +491,8 @@ async def start_server(
     server = grpc.aio.server(
         interceptors=[
             call_limit,
+            # Outside the decoding: a caller without a token learns nothing else.
+            *([] if authenticator is None else [AuthGuard(authenticator)]),
             DecodeGuard(tolerant_streams=[f"/{SERVICE_NAME}/PublishStream"]),
         ],
         options=[
@@ -510,14 +515,15 @@ async def start_server(
     _add_event_service(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    if reflection_on:
+        reflection.enable_server_reflection(
+            (
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
     try:
         if credentials is None:
             port = server.add_insecure_port(listen)

@@ -1,0 +1,268 @@
+"""Token authentication with roles: who may call which RPC, on which pipelines.
+
+The principals are a TOML file (`serve --auth FILE`, re-read on SIGHUP):
+
+    [[principal]]
+    name = "ingest"
+    token_id = "k3J9xQ2m"
+    token_hash = "scrypt$16384$8$1$<salt, base64>$<hash, base64>"
+    roles = ["publisher"]
+    pipelines = ["5bc8fbbc-0667-4ad1-9c80-317fa3b1799d"]   # optional: only these
+
+`pipeline-events token create NAME --role ROLE` makes a token
+(`pe_<token_id>_<secret>`) and prints it once, with the lines to add. A caller
+sends it as `authorization: Bearer <token>` metadata. The token id picks the
+principal, so an unknown token costs nothing; a known id is checked against
+its scrypt hash (about 60 ms, off the event loop, at most two at a time) once,
+and the token's SHA-256 is then remembered until the file is re-read.
+
+Roles: `publisher` (Publish, PublishStream), `subscriber` (ReadAggregate,
+Subscribe and the state queries), `admin` (everything). A missing, malformed or
+unknown token is UNAUTHENTICATED; a known one without the role, or naming a
+pipeline outside its list, is PERMISSION_DENIED. Health is always open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.rpc import code_pb2
+
+from pipeline_events.service.errors import RpcError, error_info
+from pipeline_events.service.interceptors import Undecodable
+from pipeline_events.service.wire import Received
+from pipeline_events.tokens import TOKEN, AuthFileError, Principal, load_principals, verify_secret
+
+_log = logging.getLogger(__name__)
+
+SERVICE = "/adaptive_pipeline.events.v1.EventService/"
+_MAX_REMEMBERED = 10_000  # verified (and refused) token digests kept
+UNAUTHENTICATED = "UNAUTHENTICATED"  # ErrorInfo reasons
+PERMISSION_DENIED = "PERMISSION_DENIED"
+
+
+def _refusal(code: int, message: str, reason: str) -> RpcError:
+    return error_info(code, message, reason)
+
+
+@dataclass
+class Authenticator:
+    """The principals and what is known of their tokens; `reload()` re-reads the file."""
+
+    path: Path
+    principals: dict[str, Principal] = field(default_factory=dict)
+    _verified: OrderedDict[bytes, Principal | None] = field(default_factory=OrderedDict)
+    _checking: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
+    # Set when a principal with open streams is removed: those streams end.
+    _revoked: dict[str, asyncio.Event] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path) -> Authenticator:
+        """Read the principals file (AuthFileError: the server does not start)."""
+        return cls(path, load_principals(path))
+
+    def reload(self) -> bool:
+        """Re-read the file: forgets verified tokens, ends streams of removed principals."""
+        try:
+            principals = load_principals(self.path)
+        except AuthFileError as error:
+            _log.error("auth reload failed, the current principals stay: %s", error)
+            return False
+        self.principals = principals
+        self._verified.clear()
+        kept = {p.name for p in principals.values()}
+        for name in [n for n in self._revoked if n not in kept]:
+            self._revoked.pop(name).set()
+        _log.info("principals re-read: %d", len(principals))
+        return True
+
+    async def principal(self, metadata: Iterable[tuple[str, Any]]) -> Principal:
+        """The caller's principal, from its bearer token.
+
+        Raises:
+            RpcError: UNAUTHENTICATED.
+        """
+        header = next((v for k, v in metadata if k == "authorization"), None)
+        if not isinstance(header, str) or not header.startswith("Bearer "):
+            raise _refusal(
+                code_pb2.UNAUTHENTICATED, "a bearer token is required (authorization metadata)",
+                UNAUTHENTICATED,
+            )  # fmt: skip
+        token = header.removeprefix("Bearer ").strip()
+        match = TOKEN.fullmatch(token)
+        principal = self.principals.get(match[1]) if match else None
+        if principal is None:
+            raise _refusal(code_pb2.UNAUTHENTICATED, "unknown token", UNAUTHENTICATED)
+        digest = hashlib.sha256(token.encode()).digest()
+        if digest not in self._verified:
+            assert match is not None
+            async with self._checking:  # scrypt is slow on purpose: two at a time, off the loop
+                good = await asyncio.to_thread(verify_secret, match[2], principal.token_hash)
+            self._verified[digest] = principal if good else None
+            while len(self._verified) > _MAX_REMEMBERED:
+                self._verified.popitem(last=False)
+        known = self._verified[digest]
+        if known is None or self.principals.get(known.token_id) is not known:
+            raise _refusal(code_pb2.UNAUTHENTICATED, "unknown token", UNAUTHENTICATED)
+        return known
+
+    def revoked(self, principal: Principal) -> asyncio.Event:
+        """An event set when `principal` is removed from the file (its streams then end)."""
+        event = self._revoked.get(principal.name)
+        if event is None:
+            event = self._revoked[principal.name] = asyncio.Event()
+        return event
+
+
+def _pipelines_of(rpc: str, request: Any) -> list[str]:
+    """The pipelines a request names (for principals limited to some)."""
+    if isinstance(request, Undecodable):
+        return []  # refused as INVALID_ARGUMENT next, whoever sends it
+    message = request.message if isinstance(request, Received) else request
+    if rpc in ("Publish", "PublishStream"):
+        return [e.aggregate_id for e in message.events]
+    if rpc == "ReadAggregate":
+        return [message.aggregate_id]
+    if rpc == "Subscribe":
+        return list(message.filter.aggregate_ids) or ["*"]  # unfiltered: every pipeline
+    if rpc in ("GetPipelineState", "ListProcessingRuns"):
+        return [message.pipeline_id or "*"]
+    return []
+
+
+class AuthGuard(grpc.aio.ServerInterceptor):
+    """Checks every EventService call's token, role and pipelines; health stays open."""
+
+    def __init__(self, authenticator: Authenticator):
+        self.auth = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or not method.startswith(SERVICE):
+            return handler
+        rpc = method.removeprefix(SERVICE)
+        if handler.request_streaming:
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming_requests(rpc, handler.stream_stream),
+                handler.request_deserializer, handler.response_serializer,
+            )  # fmt: skip
+        if handler.response_streaming:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming_response(rpc, handler.unary_stream),
+                handler.request_deserializer, handler.response_serializer,
+            )  # fmt: skip
+        return grpc.unary_unary_rpc_method_handler(
+            self._unary(rpc, handler.unary_unary),
+            handler.request_deserializer, handler.response_serializer,
+        )  # fmt: skip
+
+    async def _admit(self, rpc: str, request: Any, context: Any) -> Principal:
+        principal = await self.auth.principal(context.invocation_metadata() or ())
+        if not principal.may_call(rpc):
+            raise _refusal(
+                code_pb2.PERMISSION_DENIED,
+                f"{principal.name} may not call {rpc} (roles: {', '.join(sorted(principal.roles))})",
+                PERMISSION_DENIED,
+            )
+        if request is not None and principal.pipelines:
+            named = _pipelines_of(rpc, request)
+            if "*" in named or not principal.may_touch(named):
+                raise _refusal(
+                    code_pb2.PERMISSION_DENIED,
+                    f"{principal.name} may not touch these pipelines"
+                    + (" (name them: this principal is limited to some)" if "*" in named else ""),
+                    PERMISSION_DENIED,
+                )
+        return principal
+
+    def _unary(self, rpc: str, behavior: Any) -> Any:
+        async def call(request: Any, context: Any) -> Any:
+            try:
+                await self._admit(rpc, request, context)
+            except RpcError as error:
+                await context.abort_with_status(error.grpc_status())
+            return await behavior(request, context)
+
+        return call
+
+    def _streaming_response(self, rpc: str, behavior: Any) -> Any:
+        async def call(request: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                principal = await self._admit(rpc, request, context)
+            except RpcError as error:
+                await context.abort_with_status(error.grpc_status())
+            revoked = self.auth.revoked(principal)
+            async for response in _until(revoked, behavior(request, context)):
+                yield response
+            if revoked.is_set():
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked")
+
+        return call
+
+    def _streaming_requests(self, rpc: str, behavior: Any) -> Any:
+        async def call(requests: Any, context: Any) -> AsyncIterator[Any]:
+            try:
+                principal = await self._admit(rpc, None, context)
+            except RpcError as error:
+                await context.abort_with_status(error.grpc_status())
+
+            async def checked() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if principal.pipelines and not principal.may_touch(_pipelines_of(rpc, request)):
+                        raise RpcError(
+                            error_info(
+                                code_pb2.PERMISSION_DENIED,
+                                f"{principal.name} may not touch these pipelines",
+                                PERMISSION_DENIED,
+                            ).status
+                        )
+                    yield request
+
+            revoked = self.auth.revoked(principal)
+            try:
+                async for response in _until(revoked, behavior(checked(), context)):
+                    yield response
+            except RpcError as error:
+                await context.abort_with_status(error.grpc_status())
+            if revoked.is_set():
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked")
+
+        return call
+
+
+async def _until(revoked: asyncio.Event, responses: Any) -> AsyncIterator[Any]:
+    """The responses of a stream until `revoked` is set (then the stream stops at once,
+    even while it waits for events to send)."""
+    iterator = responses.__aiter__()
+    stop = asyncio.ensure_future(revoked.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(iterator.__anext__())
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                return
+            try:
+                yield step.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stop.cancel()
+        with contextlib.suppress(Exception):
+            await iterator.aclose()

@@ -1,0 +1,208 @@
+"""Bearer tokens with roles and pipelines (`serve --auth`), through a real `serve` process:
+who may call what, on which pipelines; refusals are UNAUTHENTICATED or PERMISSION_DENIED with
+one line in the CLI; a principal removed from the file on SIGHUP is refused and its open
+streams end; a burst of bad tokens does not stop good callers; health stays open."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from pipeline_events import domain
+from pipeline_events.client import (
+    AsyncEventClient,
+    ClientError,
+    EventClient,
+    PermissionDeniedError,
+    RetryPolicy,
+)
+from pipeline_events.tokens import hash_secret, load_principals, new_token, verify_secret
+from tests.service.conftest import CLI, ServerProcess, start_server_process, stop_process
+
+ONCE = RetryPolicy(max_attempts=1)
+MINE = uuid.uuid4()  # the one pipeline the limited principal may touch
+
+
+def make_token(*args: str) -> tuple[str, str]:
+    """`pipeline-events token create ...`: the token (stdout) and the TOML lines (stderr)."""
+    result = subprocess.run(
+        [CLI, "token", "create", *args], capture_output=True, text=True, timeout=60, check=True
+    )
+    toml = result.stderr[result.stderr.index("[[principal]]") :]
+    return result.stdout.strip(), toml
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    directory = tmp_path_factory.mktemp("auth")
+    made = {
+        "publisher": make_token("ingest", "--role", "publisher"),
+        "subscriber": make_token("dashboard", "--role", "subscriber"),
+        "admin": make_token("ops", "--role", "admin"),
+        "limited": make_token(
+            "one-pipeline", "--role", "publisher", "--role", "subscriber", "--pipeline", str(MINE)
+        ),
+    }
+    path = directory / "principals.toml"
+    path.write_text("\n".join(toml for _, toml in made.values()))
+    path.chmod(0o600)
+    return {"path": path, **{name: token for name, (token, _) in made.items()}}
+
+
+@pytest.fixture
+def server(tmp_path: Path, tokens: dict[str, object]) -> Iterator[ServerProcess]:
+    process = start_server_process(
+        f"sqlite:///{tmp_path}/events.db", options=["--auth", str(tokens["path"])]
+    )
+    yield process
+    assert stop_process(process.process) == 0
+
+
+def chunk(pipeline: uuid.UUID | None = None) -> domain.ChunkProcessed:
+    pipeline = pipeline or uuid.uuid4()
+    return domain.ChunkProcessed.new(pipeline, uuid.uuid4(), uuid.uuid4(), 0, 1, "s", 1)
+
+
+def client(server: ServerProcess, token: object | None) -> EventClient:
+    return EventClient(server.target, token=None if token is None else str(token), retry=ONCE)
+
+
+def test_tokens_are_made_once_and_hashed_with_scrypt(tokens: dict[str, object]) -> None:
+    principals = load_principals(tokens["path"])  # type: ignore[arg-type]
+    assert {p.name for p in principals.values()} == {"ingest", "dashboard", "ops", "one-pipeline"}
+    token, token_id, line = new_token()
+    assert token.startswith(f"pe_{token_id}_") and line.startswith("scrypt$16384$8$1$")
+    secret = token.split("_", 2)[2]
+    assert verify_secret(secret, line) and not verify_secret(secret + "x", line)
+    assert hash_secret(secret) != line  # salted
+    assert str(tokens["publisher"]) not in tokens["path"].read_text()  # type: ignore[union-attr]
+
+
+def test_each_role_calls_what_it_may_and_nothing_else(
+    server: ServerProcess, tokens: dict[str, object]
+) -> None:
+    pipeline = uuid.uuid4()
+    with client(server, tokens["publisher"]) as publisher:
+        assert publisher.publish([chunk(pipeline)]).positions[0].global_position == 1
+        with pytest.raises(PermissionDeniedError, match="may not call ReadAggregate") as denied:
+            publisher.read_aggregate(pipeline)
+        assert denied.value.code == grpc.StatusCode.PERMISSION_DENIED
+    with client(server, tokens["subscriber"]) as subscriber:
+        assert len(subscriber.read_aggregate(pipeline)) == 1
+        assert subscriber.runs() != []
+        with pytest.raises(PermissionDeniedError, match="may not call Publish"):
+            subscriber.publish([chunk()])
+    with client(server, tokens["admin"]) as admin:
+        admin.publish([chunk(pipeline)])
+        assert len(admin.read_aggregate(pipeline)) == 2
+    for token in (None, "nonsense", "pe_AAAAAAAA_" + "x" * 43, str(tokens["admin"])[:-1] + "!"):
+        with client(server, token) as stranger, pytest.raises(PermissionDeniedError) as refused:
+            stranger.publish([chunk()])
+        assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
+    # Health stays open: load balancers and probes carry no token.
+    with grpc.insecure_channel(server.target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_principal_limited_to_pipelines_touches_only_those(
+    server: ServerProcess, tokens: dict[str, object]
+) -> None:
+    with client(server, tokens["limited"]) as limited:
+        limited.publish([chunk(MINE)])
+        assert len(limited.read_aggregate(MINE)) == 1
+        for call in (
+            lambda: limited.publish([chunk(MINE), chunk()]),  # one event of another pipeline
+            lambda: limited.read_aggregate(uuid.uuid4()),
+            lambda: limited.runs(),  # every pipeline's runs
+            lambda: next(iter(limited.subscribe(from_position="start", reconnect=ONCE))),
+        ):
+            with pytest.raises(PermissionDeniedError, match="may not touch these pipelines"):
+                call()
+        mine = limited.subscribe(from_position="start", pipeline_ids=[MINE], reconnect=ONCE)
+        assert next(iter(mine)).pipeline_id == str(MINE)
+        mine.close()
+
+
+def test_the_cli_sends_tokens_and_says_why_it_is_refused(
+    server: ServerProcess, tokens: dict[str, object]
+) -> None:
+    def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CLI, *args, "--target", server.target], capture_output=True, text=True,
+            timeout=60, check=False, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+
+    assert cli("status", "--token", str(tokens["subscriber"])).returncode == 0
+    by_env = cli("runs", env={"PIPELINE_EVENTS_TOKEN": str(tokens["subscriber"])})
+    assert by_env.returncode == 0, by_env.stderr
+    refused = cli("runs")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    (line,) = refused.stderr.strip().splitlines()
+    assert "bearer token is required" in line
+    wrong_role = cli("runs", "--token", str(tokens["publisher"]))
+    assert "ingest may not call ListProcessingRuns" in wrong_role.stderr
+
+
+def test_sighup_removes_a_principal_and_ends_its_streams(
+    tmp_path: Path, tokens: dict[str, object]
+) -> None:
+    principals = tmp_path / "principals.toml"
+    original = tokens["path"].read_text()  # type: ignore[union-attr]
+    principals.write_text(original)
+    process = start_server_process(
+        f"sqlite:///{tmp_path}/events.db", options=["--auth", str(principals)]
+    )
+    try:
+        with client(process, tokens["subscriber"]) as subscriber:
+            stream = subscriber.subscribe(from_position="start", reconnect=ONCE)
+            items = iter(stream)
+            with client(process, tokens["publisher"]) as publisher:
+                publisher.publish([chunk()])
+            assert next(items).global_position == 1
+            # The dashboard's principal goes; SIGHUP re-reads the file.
+            kept = [block for block in original.split("[[principal]]") if "dashboard" not in block]
+            principals.write_text("[[principal]]".join(kept))
+            process.process.send_signal(signal.SIGHUP)
+            with pytest.raises(ClientError):  # its open stream ends
+                next(items)
+            with pytest.raises(PermissionDeniedError) as gone:
+                subscriber.read_aggregate(uuid.uuid4())
+            assert gone.value.code == grpc.StatusCode.UNAUTHENTICATED
+        with client(process, tokens["admin"]) as admin:  # the others stay
+            assert admin.read_aggregate(uuid.uuid4()) == []
+    finally:
+        assert stop_process(process.process) == 0
+
+
+async def test_a_burst_of_bad_tokens_does_not_stop_good_callers(
+    server: ServerProcess, tokens: dict[str, object]
+) -> None:
+    async def stranger(n: int) -> grpc.StatusCode:
+        bad = str(tokens["admin"])[:-4] + f"{n:04d}"  # a known token id, the wrong secret
+        async with AsyncEventClient(server.target, token=bad, retry=ONCE) as caller:
+            try:
+                await caller.publish([chunk()])
+            except ClientError as error:
+                return error.code
+        return grpc.StatusCode.OK
+
+    async with AsyncEventClient(server.target, token=str(tokens["admin"])) as good:
+        burst = asyncio.gather(*(stranger(n) for n in range(200)))
+        started = time.monotonic()
+        served = await good.publish([chunk()])  # while the burst is checked, two at a time
+        good_latency = time.monotonic() - started
+        codes = await burst
+    assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}
+    assert served.positions[0].global_position >= 1
+    print(f"good call served in {good_latency:.3f} s during 200 bad tokens")
