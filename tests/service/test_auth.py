@@ -18,7 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from pipeline_events import domain
+from pipeline_events import adapter, domain
 from pipeline_events.client import (
     AsyncEventClient,
     ClientError,
@@ -26,6 +26,8 @@ from pipeline_events.client import (
     PermissionDeniedError,
     RetryPolicy,
 )
+from pipeline_events.service.violations import SYSTEM_NAME, SYSTEM_PIPELINE
+from pipeline_events.store import SQLiteEventStore
 from pipeline_events.tokens import hash_secret, load_principals, new_token, verify_secret
 from tests.service.conftest import CLI, ServerProcess, start_server_process, stop_process
 
@@ -206,3 +208,45 @@ async def test_a_burst_of_bad_tokens_does_not_stop_good_callers(
     assert set(codes) == {grpc.StatusCode.UNAUTHENTICATED}
     assert served.positions[0].global_position >= 1
     print(f"good call served in {good_latency:.3f} s during 200 bad tokens")
+
+
+async def test_refusals_are_recorded_as_bounded_security_violation_events(
+    tmp_path: Path, tokens: dict[str, object]
+) -> None:
+    path = tmp_path / "events.db"
+    process = start_server_process(f"sqlite:///{path}", options=["--auth", str(tokens["path"])])
+    try:
+
+        async def refused(token: str | None) -> None:
+            async with AsyncEventClient(process.target, token=token, retry=ONCE) as caller:
+                with pytest.raises(ClientError):
+                    await caller.publish([chunk()])
+
+        await asyncio.gather(*(refused("pe_AAAAAAAA_" + "x" * 43) for _ in range(300)))
+        await refused(str(tokens["subscriber"]))  # a known principal without the role
+    finally:
+        assert stop_process(process.process) == 0  # a graceful stop writes what was counted
+    system = str(SYSTEM_PIPELINE)
+    async with await SQLiteEventStore.open(path) as store:
+        events = [adapter.from_envelope(r.envelope) for r in await store.read_aggregate(system)]
+    assert isinstance(events[0], domain.PipelineCreated)
+    violations = {(e.violation_type, e.user_id): e for e in events[1:]}
+    assert len(events) == 3  # 301 refusals, two events: bounded by sources and kinds
+    flood = violations[("unauthenticated", None)]
+    assert flood.description.startswith("300 refused calls") and flood.source_ip == "127.0.0.1"
+    denied = violations[("permission_denied", "dashboard")]
+    assert denied.severity is domain.SecurityViolationSeverity.HIGH
+    # Visible where operators look: history, and the system pipeline's state.
+    process = start_server_process(f"sqlite:///{path}", options=["--auth", str(tokens["path"])])
+    try:
+        with client(process, tokens["admin"]) as admin:
+            state = admin.pipeline_state(SYSTEM_PIPELINE, min_position=3)
+            assert (state.pipeline_name, state.security_violations) == (SYSTEM_NAME, 2)
+        history = subprocess.run(
+            [CLI, "history", system, "--target", process.target, "--token", str(tokens["admin"])],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert history.returncode == 0, history.stderr
+        assert "300 refused calls" in history.stdout
+    finally:
+        assert stop_process(process.process) == 0

@@ -39,6 +39,7 @@ from google.rpc import code_pb2
 
 from pipeline_events.service.errors import RpcError, error_info
 from pipeline_events.service.interceptors import Undecodable
+from pipeline_events.service.violations import ViolationRecorder, source_of
 from pipeline_events.service.wire import Received
 from pipeline_events.tokens import TOKEN, AuthFileError, Principal, load_principals, verify_secret
 
@@ -140,10 +141,15 @@ def _pipelines_of(rpc: str, request: Any) -> list[str]:
 
 
 class AuthGuard(grpc.aio.ServerInterceptor):
-    """Checks every EventService call's token, role and pipelines; health stays open."""
+    """Checks every EventService call's token, role and pipelines; health stays open.
 
-    def __init__(self, authenticator: Authenticator):
+    Every refusal is counted by `violations`, which records them as SecurityViolation
+    events.
+    """
+
+    def __init__(self, authenticator: Authenticator, violations: ViolationRecorder | None = None):
         self.auth = authenticator
+        self.violations = violations
 
     async def intercept_service(
         self,
@@ -171,8 +177,13 @@ class AuthGuard(grpc.aio.ServerInterceptor):
         )  # fmt: skip
 
     async def _admit(self, rpc: str, request: Any, context: Any) -> Principal:
-        principal = await self.auth.principal(context.invocation_metadata() or ())
+        try:
+            principal = await self.auth.principal(context.invocation_metadata() or ())
+        except RpcError:
+            self._note("unauthenticated", context, None)
+            raise
         if not principal.may_call(rpc):
+            self._note("permission_denied", context, principal)
             raise _refusal(
                 code_pb2.PERMISSION_DENIED,
                 f"{principal.name} may not call {rpc} (roles: {', '.join(sorted(principal.roles))})",
@@ -181,6 +192,7 @@ class AuthGuard(grpc.aio.ServerInterceptor):
         if request is not None and principal.pipelines:
             named = _pipelines_of(rpc, request)
             if "*" in named or not principal.may_touch(named):
+                self._note("permission_denied", context, principal)
                 raise _refusal(
                     code_pb2.PERMISSION_DENIED,
                     f"{principal.name} may not touch these pipelines"
@@ -188,6 +200,10 @@ class AuthGuard(grpc.aio.ServerInterceptor):
                     PERMISSION_DENIED,
                 )
         return principal
+
+    def _note(self, kind: str, context: Any, principal: Principal | None) -> None:
+        if self.violations is not None:
+            self.violations.note(kind, source_of(context), principal.name if principal else None)
 
     def _unary(self, rpc: str, behavior: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:

@@ -27,6 +27,7 @@ from pipeline_events.service.errors import (
 from pipeline_events.service.interceptors import CallLimit, DecodeGuard, Undecodable
 from pipeline_events.service.read_models import ReadModels
 from pipeline_events.service.validation import validate, validate_publish
+from pipeline_events.service.violations import ViolationRecorder
 from pipeline_events.service.wire import (
     Received,
     field_bytes,
@@ -115,6 +116,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
     ):
         self.store = store
         self.read_models = ReadModels(store) if read_models is None else read_models
+        self.violations: ViolationRecorder | None = None  # set when callers need tokens
         self.max_event_bytes = max_event_bytes
         self.page_bytes = page_bytes
         self._stopping = asyncio.Event()
@@ -452,6 +454,8 @@ class RunningServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.begin_shutdown()
         await self.server.stop(grace)
+        if self.service.violations is not None:
+            await self.service.violations.close()  # the refusals counted since the last flush
         await self.service.read_models.close()  # its snapshot, before the store closes
 
 
@@ -488,11 +492,12 @@ async def start_server(
             )
         max_event_bytes = store_limit  # the default, lowered to what the store can hold
     call_limit = CallLimit(max_calls, max_streams)
+    violations = None if authenticator is None else ViolationRecorder(store)
     server = grpc.aio.server(
         interceptors=[
             call_limit,
             # Outside the decoding: a caller without a token learns nothing else.
-            *([] if authenticator is None else [AuthGuard(authenticator)]),
+            *([] if authenticator is None else [AuthGuard(authenticator, violations)]),
             DecodeGuard(tolerant_streams=[f"/{SERVICE_NAME}/PublishStream"]),
         ],
         options=[
@@ -536,6 +541,9 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}: the address is in use or not available")
     await service.read_models.start()  # loads the snapshot; folds the rest in the background
+    if violations is not None:
+        await violations.start()
+    service.violations = violations
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
