@@ -207,6 +207,14 @@ def _add_serve(commands: Any) -> None:
         "--no-reflection", action="store_true", help="do not serve gRPC server reflection"
     )
     serve.add_argument(
+        "--max-streams-per-caller", type=_positive_int, metavar="N", default=None,
+        help="with --auth: streams (Subscribe, PublishStream) one principal may hold (default 64)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--publish-rate", type=_positive_int, metavar="N", default=None,
+        help="with --auth: events per second one principal may publish (default: no limit)",
+    )  # fmt: skip
+    serve.add_argument(
         "--insecure",
         action="store_true",
         help="allow an address other than loopback without TLS and --auth (refused otherwise)",

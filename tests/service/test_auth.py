@@ -24,6 +24,7 @@ from pipeline_events.client import (
     ClientError,
     EventClient,
     PermissionDeniedError,
+    ResourceExhaustedError,
     RetryPolicy,
 )
 from pipeline_events.service.violations import SYSTEM_NAME, SYSTEM_PIPELINE
@@ -248,5 +249,47 @@ async def test_refusals_are_recorded_as_bounded_security_violation_events(
         )  # fmt: skip
         assert history.returncode == 0, history.stderr
         assert "300 refused calls" in history.stdout
+    finally:
+        assert stop_process(process.process) == 0
+
+
+def test_a_caller_over_its_stream_limit_or_publish_rate_is_refused(
+    tmp_path: Path, tokens: dict[str, object]
+) -> None:
+    process = start_server_process(
+        f"sqlite:///{tmp_path}/events.db",
+        options=["--auth", str(tokens["path"]), "--max-streams-per-caller", "3",
+                 "--publish-rate", "20"],
+    )  # fmt: skip
+    try:
+        with (
+            client(process, tokens["admin"]) as admin,
+            client(process, tokens["subscriber"]) as other,
+        ):
+            streams = [admin.subscribe(from_position="start", reconnect=ONCE) for _ in range(3)]
+            opened = [iter(s) for s in streams]
+            admin.publish([chunk()])
+            assert all(next(items).global_position == 1 for items in opened)  # three slots held
+            fourth = admin.subscribe(from_position="start", reconnect=ONCE)
+            with pytest.raises(ResourceExhaustedError, match="ops has 3 streams open"):
+                next(iter(fourth))
+            # Another principal has slots of its own.
+            mine = other.subscribe(from_position="start", reconnect=ONCE)
+            assert next(iter(mine)).global_position == 1
+            mine.close()
+            for stream in streams:
+                stream.close()
+            # 20 events per second, a burst of one second: a batch of 21 can never pass.
+            with pytest.raises(ResourceExhaustedError, match="more than ops may publish at once"):
+                admin.publish([chunk() for _ in range(21)])
+        # Publishing faster than the rate: refused with a RetryInfo, which clients wait out.
+        with EventClient(process.target, token=str(tokens["admin"]), retry=ONCE) as hasty:
+            hasty.publish([chunk() for _ in range(20)])
+            with pytest.raises(ResourceExhaustedError, match="faster than 20 events per second"):
+                hasty.publish([chunk() for _ in range(20)])
+        patient = RetryPolicy(max_attempts=20, initial_backoff=0.05, max_backoff=0.5)
+        with EventClient(process.target, token=str(tokens["admin"]), retry=patient) as steady:
+            for _ in range(3):
+                assert len(steady.publish([chunk() for _ in range(20)]).positions) == 20
     finally:
         assert stop_process(process.process) == 0

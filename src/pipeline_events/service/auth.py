@@ -26,18 +26,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import hashlib
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+import time
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from google.rpc import code_pb2
+from google.protobuf import duration_pb2
+from google.rpc import code_pb2, error_details_pb2
 
-from pipeline_events.service.errors import RpcError, error_info
+from pipeline_events.service.errors import ERROR_DOMAIN, RpcError, details_status, error_info
 from pipeline_events.service.interceptors import Undecodable
 from pipeline_events.service.violations import ViolationRecorder, source_of
 from pipeline_events.service.wire import Received
@@ -53,6 +56,38 @@ PERMISSION_DENIED = "PERMISSION_DENIED"
 
 def _refusal(code: int, message: str, reason: str) -> RpcError:
     return error_info(code, message, reason)
+
+
+DEFAULT_STREAMS_PER_PRINCIPAL = 64
+
+
+@dataclass(frozen=True, slots=True)
+class CallerLimits:
+    """What one principal may hold at once, and how fast it may publish."""
+
+    streams: int = DEFAULT_STREAMS_PER_PRINCIPAL  # Subscribe and PublishStream calls open
+    publish_rate: float | None = None  # events per second (a burst of one second); None: any
+
+
+class _Bucket:
+    """A token bucket: `rate` per second, holding at most `rate` (one second of burst)."""
+
+    __slots__ = ("level", "rate", "stamp")
+
+    def __init__(self, rate: float):
+        self.rate = rate
+        self.level = rate
+        self.stamp = time.monotonic()
+
+    def take(self, count: int) -> float:
+        """Take `count`; 0.0 if it could, else the seconds until it could."""
+        now = time.monotonic()
+        self.level = min(self.rate, self.level + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.level >= count:
+            self.level -= count
+            return 0.0
+        return (count - self.level) / self.rate
 
 
 @dataclass
@@ -147,9 +182,73 @@ class AuthGuard(grpc.aio.ServerInterceptor):
     events.
     """
 
-    def __init__(self, authenticator: Authenticator, violations: ViolationRecorder | None = None):
+    def __init__(
+        self,
+        authenticator: Authenticator,
+        violations: ViolationRecorder | None = None,
+        limits: CallerLimits | None = None,
+    ):
         self.auth = authenticator
         self.violations = violations
+        self.limits = limits or CallerLimits()
+        self._open: Counter[str] = Counter()  # open streams by principal
+        self._buckets: dict[str, _Bucket] = {}
+
+    def _publish_allowed(self, principal: Principal, events: int) -> None:
+        """Refuse a publish over the principal's rate (RESOURCE_EXHAUSTED, with RetryInfo
+        when waiting helps).
+
+        Raises:
+            RpcError: RESOURCE_EXHAUSTED.
+        """
+        rate = self.limits.publish_rate
+        if rate is None or events == 0:
+            return
+        if events > rate:
+            raise RpcError(
+                details_status(
+                    code_pb2.RESOURCE_EXHAUSTED,
+                    f"a batch of {events} events is more than {principal.name} may publish at"
+                    f" once ({rate:g} events per second); send smaller batches",
+                )
+            )
+        bucket = self._buckets.get(principal.name)
+        if bucket is None:
+            bucket = self._buckets[principal.name] = _Bucket(rate)
+        wait = bucket.take(events)
+        if wait:
+            delay = duration_pb2.Duration()
+            delay.FromTimedelta(datetime.timedelta(seconds=wait))
+            raise RpcError(
+                details_status(
+                    code_pb2.RESOURCE_EXHAUSTED,
+                    f"{principal.name} publishes faster than {rate:g} events per second;"
+                    f" retry in {wait:.2f} s",
+                    error_details_pb2.RetryInfo(retry_delay=delay),
+                    error_details_pb2.ErrorInfo(
+                        reason="PUBLISH_RATE",
+                        domain=ERROR_DOMAIN,
+                        metadata={"principal": principal.name, "rate": f"{rate:g}"},
+                    ),
+                )
+            )
+
+    @contextlib.contextmanager
+    def _stream_slot(self, principal: Principal) -> Iterator[None]:
+        """Hold one of the principal's stream slots (RESOURCE_EXHAUSTED when none is free)."""
+        if self._open[principal.name] >= self.limits.streams:
+            raise RpcError(
+                details_status(
+                    code_pb2.RESOURCE_EXHAUSTED,
+                    f"{principal.name} has {self._open[principal.name]} streams open, the most"
+                    f" one caller may; close one first",
+                )
+            )
+        self._open[principal.name] += 1
+        try:
+            yield
+        finally:
+            self._open[principal.name] -= 1
 
     async def intercept_service(
         self,
@@ -208,7 +307,9 @@ class AuthGuard(grpc.aio.ServerInterceptor):
     def _unary(self, rpc: str, behavior: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:
             try:
-                await self._admit(rpc, request, context)
+                principal = await self._admit(rpc, request, context)
+                if rpc == "Publish" and isinstance(request, Received):
+                    self._publish_allowed(principal, len(request.message.events))
             except RpcError as error:
                 await context.abort_with_status(error.grpc_status())
             return await behavior(request, context)
@@ -222,8 +323,12 @@ class AuthGuard(grpc.aio.ServerInterceptor):
             except RpcError as error:
                 await context.abort_with_status(error.grpc_status())
             revoked = self.auth.revoked(principal)
-            async for response in _until(revoked, behavior(request, context)):
-                yield response
+            try:
+                with self._stream_slot(principal):
+                    async for response in _until(revoked, behavior(request, context)):
+                        yield response
+            except RpcError as error:
+                await context.abort_with_status(error.grpc_status())
             if revoked.is_set():
                 await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked")
 
@@ -246,12 +351,15 @@ class AuthGuard(grpc.aio.ServerInterceptor):
                                 PERMISSION_DENIED,
                             ).status
                         )
+                    if isinstance(request, Received):
+                        self._publish_allowed(principal, len(request.message.events))
                     yield request
 
             revoked = self.auth.revoked(principal)
             try:
-                async for response in _until(revoked, behavior(checked(), context)):
-                    yield response
+                with self._stream_slot(principal):
+                    async for response in _until(revoked, behavior(checked(), context)):
+                        yield response
             except RpcError as error:
                 await context.abort_with_status(error.grpc_status())
             if revoked.is_set():

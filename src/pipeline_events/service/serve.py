@@ -146,6 +146,8 @@ async def serve(
     insecure: bool = False,
     auth: Path | None = None,
     reflection_on: bool = True,
+    streams_per_caller: int | None = None,
+    publish_rate: float | None = None,
 ) -> None:
     """Run the EventService until a signal; in-flight publishes finish before exit.
 
@@ -158,6 +160,8 @@ async def serve(
         insecure: allow an address other than loopback without TLS and tokens.
         auth: require bearer tokens of the principals in this file, re-read on SIGHUP.
         reflection_on: serve gRPC server reflection.
+        streams_per_caller: streams one principal may hold open (with `auth`).
+        publish_rate: events per second one principal may publish (with `auth`).
 
     Raises:
         ValueError: a bad listen address.
@@ -181,8 +185,13 @@ async def serve(
     store = await _open(store_url)
     try:
         credentials = None if server_tls is None else server_tls.credentials()
+        limits = None
+        if authenticator is not None:
+            from pipeline_events.service.auth import DEFAULT_STREAMS_PER_PRINCIPAL, CallerLimits
+
+            limits = CallerLimits(streams_per_caller or DEFAULT_STREAMS_PER_PRINCIPAL, publish_rate)
         running = await _start(
-            store, address, max_event_bytes, credentials, authenticator, reflection_on
+            store, address, max_event_bytes, credentials, authenticator, reflection_on, limits
         )
     except BaseException:
         await store.close()
@@ -253,6 +262,7 @@ async def _start(
     credentials: Any,
     authenticator: Any = None,
     reflection_on: bool = True,
+    limits: Any = None,
 ) -> RunningServer:
     from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
 
@@ -265,6 +275,7 @@ async def _start(
             credentials=credentials,
             authenticator=authenticator,
             reflection_on=reflection_on,
+            **({} if limits is None else {"caller_limits": limits}),
         )
     except ValueError as error:  # a limit start_server refuses
         raise StartupError(str(error)) from error
@@ -300,6 +311,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 args.store, args.listen, max_event_bytes=args.max_event_bytes,
                 tls=tls, insecure=args.insecure, auth=Path(args.auth) if args.auth else None,
                 reflection_on=not args.no_reflection,
+                streams_per_caller=args.max_streams_per_caller, publish_rate=args.publish_rate,
             )
         )  # fmt: skip
     except (StoreError, OSError, StartupError, TlsError, ValueError) as error:

@@ -16,7 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeline_events.projections import ProcessingStatus, messages
-from pipeline_events.service.auth import Authenticator, AuthGuard
+from pipeline_events.service.auth import Authenticator, AuthGuard, CallerLimits
 from pipeline_events.service.errors import (
     RpcError,
     bad_request,
@@ -470,6 +470,7 @@ async def start_server(
     credentials: grpc.ServerCredentials | None = None,
     authenticator: Authenticator | None = None,
     reflection_on: bool = True,
+    caller_limits: CallerLimits | None = None,
 ) -> RunningServer:
     """Build, bind and start a server hosting the EventService, health and reflection.
 
@@ -497,7 +498,11 @@ async def start_server(
         interceptors=[
             call_limit,
             # Outside the decoding: a caller without a token learns nothing else.
-            *([] if authenticator is None else [AuthGuard(authenticator, violations)]),
+            *(
+                []
+                if authenticator is None
+                else [AuthGuard(authenticator, violations, caller_limits or CallerLimits())]
+            ),
             DecodeGuard(tolerant_streams=[f"/{SERVICE_NAME}/PublishStream"]),
         ],
         options=[
