@@ -17,15 +17,18 @@ from pathlib import Path
 import grpc
 import pytest
 
-from pipeline_events import domain
+from pipeline_events import adapter, domain
 from pipeline_events.client import (
     AsyncEventClient,
     EventClient,
+    PermissionDeniedError,
     RetryPolicy,
     ServiceUnavailableError,
 )
 from pipeline_events.service.serve import ServerTlsFiles, check_secure, is_loopback, parse_listen
 from pipeline_events.service.tls import ServerTls
+from pipeline_events.service.violations import SYSTEM_PIPELINE
+from pipeline_events.store import SQLiteEventStore
 from pipeline_events.tls import ClientTls, TlsError
 from tests.service.conftest import CLI, ServerProcess, start_server_process, stop_process
 from tests.tls_support import Authority, Issued
@@ -145,7 +148,7 @@ def test_sighup_rereads_the_certificates_without_a_restart(
     other: Authority = pki["other_ca"]  # type: ignore[assignment]
     live = tmp_path / "live"
     live.mkdir()
-    first = ca.issue("server", server=True)
+    first = ca.issue("live-server-1", server=True)  # own names: the shared ones stay as they are
     cert, key = live / "cert.pem", live / "key.pem"
     cert.write_bytes(first.cert.read_bytes())
     key.write_bytes(first.key.read_bytes())
@@ -160,7 +163,7 @@ def test_sighup_rereads_the_certificates_without_a_restart(
 
         assert status(ca) == 0 and status(other) == 2
         # Certificates renewed by another CA, then SIGHUP: new connections use them.
-        renewed = other.issue("server", server=True)
+        renewed = other.issue("live-server-2", server=True)
         cert.write_bytes(renewed.cert.read_bytes())
         key.write_bytes(renewed.key.read_bytes())
         process.process.send_signal(signal.SIGHUP)
@@ -247,3 +250,35 @@ def test_server_tls_reload_keeps_the_old_certificates_on_bad_files(
     assert tls.reload() and tls._fetch() is not None and tls._fetch() is None
     key.write_text("garbage")
     assert not tls.reload() and tls._fetch() is None
+
+
+async def test_a_refused_mutual_tls_caller_is_named_by_its_certificate(
+    tmp_path: Path, pki: dict[str, object]
+) -> None:
+    ca: Authority = pki["ca"]  # type: ignore[assignment]
+    server: Issued = pki["server"]  # type: ignore[assignment]
+    client: Issued = pki["client"]  # type: ignore[assignment]
+    principals = tmp_path / "principals.toml"
+    principals.write_text("")  # nobody has a token
+    path = tmp_path / "events.db"
+    process = start_server_process(
+        f"sqlite:///{path}",
+        options=["--tls-cert", str(server.cert), "--tls-key", str(server.key),
+                 "--tls-client-ca", str(ca.cert), "--auth", str(principals)],
+    )  # fmt: skip
+    try:
+        credentials = ClientTls.of(ca.cert, client.cert, client.key).credentials()  # type: ignore[union-attr]
+        with (
+            EventClient(process.target, credentials=credentials, retry=ONCE) as alice,
+            pytest.raises(PermissionDeniedError),
+        ):
+            alice.publish([chunk()])
+    finally:
+        assert stop_process(process.process) == 0  # writes the counted refusal
+    async with await SQLiteEventStore.open(path) as store:
+        events = [
+            adapter.from_envelope(r.envelope)
+            for r in await store.read_aggregate(str(SYSTEM_PIPELINE))
+        ]
+    (violation,) = [e for e in events if isinstance(e, domain.SecurityViolation)]
+    assert (violation.violation_type, violation.user_id) == ("unauthenticated", "alice")

@@ -42,6 +42,7 @@ from google.rpc import code_pb2, error_details_pb2
 
 from pipeline_events.service.errors import ERROR_DOMAIN, RpcError, details_status, error_info
 from pipeline_events.service.interceptors import Undecodable
+from pipeline_events.service.tls import peer_identity
 from pipeline_events.service.violations import ViolationRecorder, source_of
 from pipeline_events.service.wire import Received
 from pipeline_events.tokens import TOKEN, AuthFileError, Principal, load_principals, verify_secret
@@ -302,7 +303,9 @@ class AuthGuard(grpc.aio.ServerInterceptor):
 
     def _note(self, kind: str, context: Any, principal: Principal | None) -> None:
         if self.violations is not None:
-            self.violations.note(kind, source_of(context), principal.name if principal else None)
+            # Who: the token's principal, else the verified client certificate (mutual TLS).
+            user = principal.name if principal else peer_identity(context)
+            self.violations.note(kind, source_of(context), user)
 
     def _unary(self, rpc: str, behavior: Any) -> Any:
         async def call(request: Any, context: Any) -> Any:
