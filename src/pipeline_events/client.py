@@ -50,7 +50,6 @@ DEFAULT_TIMEOUT = 10.0
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # the server's limit; a full page of events can pass 4 MiB
 MAX_PAGE_SIZE = 10_000  # the contract's bound on ReadAggregateRequest.limit
 DEFAULT_RUNS_PAGE = 100  # the contract's default page_size of ListProcessingRuns
-MAX_RUNS_PAGE = 1000  # and its bound
 #: A run status as the CLI spells it (`ProcessingStatus` names, lower case).
 RunStatusName: TypeAlias = Literal["running", "paused", "completed", "failed", "cancelled"]
 

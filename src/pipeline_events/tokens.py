@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import secrets
 import tomllib
@@ -94,7 +95,7 @@ def principal_toml(name: str, token_id: str, hash_line: str, roles: list[str],
     """The lines of a principal, to add to the principals file."""
     lines = [
         "[[principal]]",
-        f"name = {name!r}".replace("'", '"'),
+        f"name = {json.dumps(name)}",  # a JSON string is a TOML basic string, escapes and all
         f'token_id = "{token_id}"',
         f'token_hash = "{hash_line}"',
         "roles = [" + ", ".join(f'"{r}"' for r in roles) + "]",

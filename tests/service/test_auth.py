@@ -33,6 +33,7 @@ from pipeline_events.tokens import hash_secret, load_principals, new_token, veri
 from tests.service.conftest import CLI, ServerProcess, start_server_process, stop_process
 
 ONCE = RetryPolicy(max_attempts=1)
+CONTEXT = domain.SecurityContext(user_id="alice")
 MINE = uuid.uuid4()  # the one pipeline the limited principal may touch
 
 
@@ -91,6 +92,14 @@ def test_tokens_are_made_once_and_hashed_with_scrypt(tokens: dict[str, object]) 
     assert str(tokens["publisher"]) not in tokens["path"].read_text()  # type: ignore[union-attr]
 
 
+def test_a_principal_name_of_any_text_makes_valid_toml(tmp_path: Path) -> None:
+    name = 'quote " backslash \\ tab \t é'
+    _, toml = make_token(name, "--role", "admin")
+    (tmp_path / "p.toml").write_text(toml)
+    (principal,) = load_principals(tmp_path / "p.toml").values()
+    assert principal.name == name
+
+
 def test_each_role_calls_what_it_may_and_nothing_else(
     server: ServerProcess, tokens: dict[str, object]
 ) -> None:
@@ -132,6 +141,15 @@ def test_a_principal_limited_to_pipelines_touches_only_those(
         ):
             with pytest.raises(PermissionDeniedError, match="may not touch these pipelines"):
                 call()
+        # A run names its pipeline only in its state: checked there.
+        own_run, other_run = uuid.uuid4(), uuid.uuid4()
+        limited.publish([domain.ProcessingStarted.new(MINE, own_run, "/i", "/o", 1, CONTEXT)])
+        with client(server, tokens["admin"]) as admin:
+            other = uuid.uuid4()
+            admin.publish([domain.ProcessingStarted.new(other, other_run, "/i", "/o", 1, CONTEXT)])
+        assert limited.run_state(own_run, min_position=1).pipeline_id == MINE
+        with pytest.raises(PermissionDeniedError, match="may not touch these pipelines"):
+            limited.run_state(other_run, min_position=1)
         mine = limited.subscribe(from_position="start", pipeline_ids=[MINE], reconnect=ONCE)
         assert next(iter(mine)).pipeline_id == str(MINE)
         mine.close()
@@ -293,3 +311,15 @@ def test_a_caller_over_its_stream_limit_or_publish_rate_is_refused(
                 assert len(steady.publish([chunk() for _ in range(20)]).positions) == 20
     finally:
         assert stop_process(process.process) == 0
+
+
+def test_caller_limits_without_auth_are_a_usage_error() -> None:
+    result = subprocess.run(
+        [CLI, "serve", "--store", "memory://", "--listen", "127.0.0.1:0", "--publish-rate", "5"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "pipeline-events serve: --publish-rate and --max-streams-per-caller limit principals:"
+        " they need --auth"
+    ]

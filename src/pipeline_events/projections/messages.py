@@ -76,6 +76,14 @@ def _time(message: Any, name: str) -> NanoDatetime | None:
         raise DecodeError(f"not a representable time: {error}", field=name) from error
 
 
+def _required_time(message: Any, within: str) -> NanoDatetime:
+    """The `occurred_at` of an entry of a repeated field, which every entry must have."""
+    occurred_at = _time(message, "occurred_at")
+    if occurred_at is None:
+        raise DecodeError("required timestamp is missing", field=f"{within}.occurred_at")
+    return occurred_at
+
+
 def _set_duration(target: common_pb2.UnsignedDuration, nanos: int | None) -> None:
     if nanos is not None:
         target.secs, target.nanos = divmod(nanos, _NS)
@@ -185,20 +193,16 @@ def pipeline_from_proto(message: state_pb2.PipelineState) -> PipelineState:
     Raises:
         DecodeError: the message is not a valid pipeline state.
     """
-    history = []
-    for change in message.history:
-        occurred_at = _time(change, "occurred_at")
-        if occurred_at is None:
-            raise DecodeError("required timestamp is missing", field="history.occurred_at")
-        history.append(
-            PipelineChange(
-                change.position,
-                change.revision,
-                occurred_at,
-                tuple(change.changes),
-                _optional(change, "updated_by"),
-            )
+    history = [
+        PipelineChange(
+            change.position,
+            change.revision,
+            _required_time(change, "history"),
+            tuple(change.changes),
+            _optional(change, "updated_by"),
         )
+        for change in message.history
+    ]
     return PipelineState(
         pipeline_id=_uuid(message.pipeline_id, "pipeline_id"),
         pipeline_name=message.pipeline_name,
@@ -333,18 +337,14 @@ def run_from_proto(message: state_pb2.ProcessingRunState) -> ProcessingRunState:
     Raises:
         DecodeError: the message is not a valid run state.
     """
-    transitions = []
-    for item in message.transitions:
-        occurred_at = _time(item, "occurred_at")
-        if occurred_at is None:
-            raise DecodeError("required timestamp is missing", field="transitions.occurred_at")
-        transitions.append(
-            Transition(
-                _enum(ProcessingStatus, item.status, "transitions.status"),
-                item.position,
-                occurred_at,
-            )
+    transitions = [
+        Transition(
+            _enum(ProcessingStatus, item.status, "transitions.status"),
+            item.position,
+            _required_time(item, "transitions"),
         )
+        for item in message.transitions
+    ]
     stages = [_stage(stage) for stage in message.stages]
     return ProcessingRunState(
         processing_id=_uuid(message.processing_id, "processing_id"),

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import hashlib
 import logging
@@ -50,6 +51,9 @@ from pipeline_events.tokens import TOKEN, AuthFileError, Principal, load_princip
 _log = logging.getLogger(__name__)
 
 SERVICE = "/adaptive_pipeline.events.v1.EventService/"
+#: The principal of the call being served (None: the server takes no tokens). Set by
+#: AuthGuard; the servicer reads it where a request names no pipeline itself (a run).
+CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
 _MAX_REMEMBERED = 10_000  # verified (and refused) token digests kept
 UNAUTHENTICATED = "UNAUTHENTICATED"  # ErrorInfo reasons
 PERMISSION_DENIED = "PERMISSION_DENIED"
@@ -57,6 +61,15 @@ PERMISSION_DENIED = "PERMISSION_DENIED"
 
 def _refusal(code: int, message: str, reason: str) -> RpcError:
     return error_info(code, message, reason)
+
+
+def pipeline_refusal(principal: Principal, hint: str = "") -> RpcError:
+    """PERMISSION_DENIED: a pipeline outside the principal's list."""
+    return _refusal(
+        code_pb2.PERMISSION_DENIED,
+        f"{principal.name} may not touch these pipelines{hint}",
+        PERMISSION_DENIED,
+    )
 
 
 DEFAULT_STREAMS_PER_PRINCIPAL = 64
@@ -293,12 +306,8 @@ class AuthGuard(grpc.aio.ServerInterceptor):
             named = _pipelines_of(rpc, request)
             if "*" in named or not principal.may_touch(named):
                 self._note("permission_denied", context, principal)
-                raise _refusal(
-                    code_pb2.PERMISSION_DENIED,
-                    f"{principal.name} may not touch these pipelines"
-                    + (" (name them: this principal is limited to some)" if "*" in named else ""),
-                    PERMISSION_DENIED,
-                )
+                hint = " (name them: this principal is limited to some)" if "*" in named else ""
+                raise pipeline_refusal(principal, hint)
         return principal
 
     def _note(self, kind: str, context: Any, principal: Principal | None) -> None:
@@ -315,6 +324,7 @@ class AuthGuard(grpc.aio.ServerInterceptor):
                     self._publish_allowed(principal, len(request.message.events))
             except RpcError as error:
                 await context.abort_with_status(error.grpc_status())
+            CALLER.set(principal)  # this call's task only
             return await behavior(request, context)
 
         return call
@@ -347,13 +357,8 @@ class AuthGuard(grpc.aio.ServerInterceptor):
             async def checked() -> AsyncIterator[Any]:
                 async for request in requests:
                     if principal.pipelines and not principal.may_touch(_pipelines_of(rpc, request)):
-                        raise RpcError(
-                            error_info(
-                                code_pb2.PERMISSION_DENIED,
-                                f"{principal.name} may not touch these pipelines",
-                                PERMISSION_DENIED,
-                            ).status
-                        )
+                        self._note("permission_denied", context, principal)
+                        raise pipeline_refusal(principal)
                     if isinstance(request, Received):
                         self._publish_allowed(principal, len(request.message.events))
                     yield request

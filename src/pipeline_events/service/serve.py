@@ -295,6 +295,13 @@ def run_serve(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
+    if (args.publish_rate or args.max_streams_per_caller) and not args.auth:
+        print(
+            "pipeline-events serve: --publish-rate and --max-streams-per-caller limit"
+            " principals: they need --auth",
+            file=sys.stderr,
+        )
+        return 2
     tls = None
     if args.tls_cert or args.tls_key or args.tls_client_ca:
         if not (args.tls_cert and args.tls_key):

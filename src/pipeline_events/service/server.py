@@ -16,7 +16,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pipeline_events.projections import ProcessingStatus, messages
-from pipeline_events.service.auth import Authenticator, AuthGuard, CallerLimits
+from pipeline_events.service.auth import (
+    CALLER,
+    Authenticator,
+    AuthGuard,
+    CallerLimits,
+    pipeline_refusal,
+)
 from pipeline_events.service.errors import (
     RpcError,
     bad_request,
@@ -27,7 +33,7 @@ from pipeline_events.service.errors import (
 from pipeline_events.service.interceptors import CallLimit, DecodeGuard, Undecodable
 from pipeline_events.service.read_models import ReadModels
 from pipeline_events.service.validation import validate, validate_publish
-from pipeline_events.service.violations import ViolationRecorder
+from pipeline_events.service.violations import ViolationRecorder, source_of
 from pipeline_events.service.wire import (
     Received,
     field_bytes,
@@ -289,6 +295,8 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             RpcError: UNAVAILABLE with a RetryInfo while the first catch-up is folding.
         """
         models = self.read_models
+        if models.ready and min_position <= models.position:
+            return models.position  # nothing to wait for: no store round trip
         head = await self.store.head_position()  # a position beyond the head is not waited for
         wait = READ_YOUR_WRITES_SECONDS
         remaining = context.time_remaining()
@@ -339,6 +347,11 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 raise self._not_found(
                     "processing run", request.processing_id, position, PROCESSING_RUN_NOT_FOUND
                 )
+            caller = CALLER.get()  # a run names its pipeline only in its state
+            if caller is not None and not caller.may_touch([str(state.pipeline_id)]):
+                if self.violations is not None:
+                    self.violations.note("permission_denied", source_of(context), caller.name)
+                raise pipeline_refusal(caller)
             response = service_pb2.GetProcessingStateResponse(position=position)
             response.state.CopyFrom(messages.run_to_proto(state))
             messages.fit(response.state, self.page_bytes)  # a state always fits an answer

@@ -19,7 +19,12 @@ from collections import Counter
 from typing import Any
 
 from pipeline_events import adapter, domain
-from pipeline_events.store import EventStore, StoreError
+from pipeline_events.store import (
+    EventStore,
+    ExpectedState,
+    StoreError,
+    WrongExpectedRevisionError,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -95,10 +100,6 @@ class ViolationRecorder:
         counts, self._counts = self._counts, Counter()
         ranked = counts.most_common()
         events: list[Any] = []
-        if not self._created and await self._system_revision() == 0:
-            events.append(
-                domain.PipelineCreated.new(SYSTEM_PIPELINE, SYSTEM_NAME, 0, "pipeline-events")
-            )
         for (source, kind, user), count in ranked[: self.max_sources]:
             events.append(
                 domain.SecurityViolation.new(
@@ -122,14 +123,21 @@ class ViolationRecorder:
                 )
             )
         try:
+            await self._create_system_pipeline()
             await self.store.append([adapter.to_envelope(e) for e in events])
         except StoreError:
             self._counts.update(counts)  # try again at the next flush
             raise
-        self._created = True
         self.recorded += len(events)
         return len(events)
 
-    async def _system_revision(self) -> int:
-        latest = await self.store.read_aggregate(str(SYSTEM_PIPELINE), backwards=True, limit=1)
-        return latest[0].revision if latest else 0
+    async def _create_system_pipeline(self) -> None:
+        """Its PipelineCreated, once: only if the stream is new (another replica may have)."""
+        if self._created:
+            return
+        created = domain.PipelineCreated.new(SYSTEM_PIPELINE, SYSTEM_NAME, 0, "pipeline-events")
+        with contextlib.suppress(WrongExpectedRevisionError):  # it exists already
+            await self.store.append(
+                [adapter.to_envelope(created)], {str(SYSTEM_PIPELINE): ExpectedState.NO_STREAM}
+            )
+        self._created = True

@@ -73,6 +73,7 @@ from pipeline_events.store.base import (
     StoreClosedError,
     StoreError,
     WrongExpectedRevisionError,
+    canonical_uuid,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -659,8 +660,6 @@ class NatsEventStore(EventStore):
         max_bytes: int,
     ) -> AggregatePage:
         self._check_open()
-        from pipeline_events.store.base import canonical_uuid
-
         try:
             aggregate_id = canonical_uuid(aggregate_id, "aggregate_id")
         except InvalidEventError:
