@@ -196,13 +196,8 @@ async def serve(
     except BaseException:
         await store.close()
         raise
-    security = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
-    security += ", tokens" if authenticator is not None else ", no tokens"
-    # One line, always printed: where it listens and what it stores (tests read the port here).
-    log.info(
-        "listening on %s, store %s, %s",
-        ListenAddress(address.host, running.port), store_url, security,
-    )  # fmt: skip
+    # Signals first, then the line that says it serves: whoever reads that line (a test,
+    # a supervisor) and stops the server at once gets a graceful stop, not a killed one.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -215,6 +210,13 @@ async def serve(
             authenticator.reload()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    security = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
+    security += ", tokens" if authenticator is not None else ", no tokens"
+    # One line, always printed: where it listens and what it stores (tests read the port here).
+    log.info(
+        "listening on %s, store %s, %s",
+        ListenAddress(address.host, running.port), store_url, security,
+    )  # fmt: skip
     await stop.wait()
     log.info("shutting down: health NOT_SERVING, finishing in-flight calls")
     await running.stop(grace)
