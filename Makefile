@@ -86,12 +86,13 @@ test: $(STAMP) toolchains ## Run the test suite (Python, Node.js, Go, Java)
 	$(PYTHON) -m pytest
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks (codecs ~1 min; projections ~30 s; state queries ~1 min; store vs eventsourcing and bare SQLite ~15 min; NATS service vs raw nats-py ~1 min)
+bench: $(STAMP) ## Run the benchmarks (codecs ~1 min; projections ~30 s; state queries ~1 min; store vs eventsourcing and bare SQLite ~15 min; NATS service vs raw nats-py ~1 min; bad-token bursts ~30 s)
 	$(PYTHON) bench/codecs.py
 	$(PYTHON) bench/projections.py
 	$(PYTHON) bench/state_queries.py
 	$(PYTHON) bench/store.py --durability both
 	$(PYTHON) bench/nats.py
+	$(PYTHON) bench/auth_flood.py
 
 .PHONY: check
 check: lint breaking check-generated test ## Everything CI checks

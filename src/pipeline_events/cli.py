@@ -12,6 +12,7 @@ import argparse
 import os
 import sys
 import uuid
+from pathlib import Path
 from typing import Any, NoReturn
 
 from pipeline_events import __version__, domain
@@ -35,6 +36,16 @@ def _positive_int(text: str) -> int:
     if not text.isascii() or not text.isdigit() or int(text) == 0:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, not {text!r}")
     return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < 1e9:  # NaN and infinity fail too
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, not {text!r}")
+    return value
 
 
 def _revision(text: str) -> int:
@@ -173,6 +184,8 @@ def _add_token(commands: Any) -> None:
                         help="publisher, subscriber or admin (repeatable)")  # fmt: skip
     create.add_argument("--pipeline", action="append", type=_uuid, metavar="ID", default=[],
                         help="only this pipeline (repeatable; default: every pipeline)")  # fmt: skip
+    create.add_argument("--file", metavar="FILE", type=Path,
+                        help="add the principal to this principals file (created 0600)")  # fmt: skip
 
 
 def _add_serve(commands: Any) -> None:
@@ -213,6 +226,10 @@ def _add_serve(commands: Any) -> None:
     serve.add_argument(
         "--publish-rate", type=_positive_int, metavar="N", default=None,
         help="with --auth: events per second one principal may publish (default: no limit)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--stalled-stream-timeout", type=_positive_float, metavar="SECONDS", default=None,
+        help="end a stream whose client takes no response for this long (default 120)",
     )  # fmt: skip
     serve.add_argument(
         "--insecure",
@@ -398,16 +415,23 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_convert(args)
     if args.command == "token":
-        from pipeline_events.tokens import new_token, principal_toml
+        from pipeline_events.tokens import AuthFileError, add_principal, new_token, principal_toml
 
         token, token_id, hash_line = new_token()
+        lines = principal_toml(args.name, token_id, hash_line, args.role, args.pipeline)
+        if args.file is not None:
+            try:
+                add_principal(args.file, lines)
+            except AuthFileError as error:
+                print(f"pipeline-events token: {error}", file=sys.stderr)
+                return 1
         print(f"token (shown once, keep it secret): {token}", file=sys.stderr)
         print(token)
-        print("\n# add to the principals file of `serve --auth`:", file=sys.stderr)
-        print(
-            principal_toml(args.name, token_id, hash_line, args.role, args.pipeline),
-            file=sys.stderr,
-        )
+        if args.file is not None:
+            print(f"added {args.name} to {args.file}: `kill -HUP` the server", file=sys.stderr)
+        else:
+            print("\n# add to the principals file of `serve --auth`:", file=sys.stderr)
+            print(lines, file=sys.stderr)
         return 0
     try:
         if args.command == "serve":

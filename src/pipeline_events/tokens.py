@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
 import tomllib
@@ -32,6 +33,9 @@ SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 TOKEN = re.compile(r"pe_([A-Za-z0-9]{8})_([A-Za-z0-9_-]{32,128})")  # pe_<token id>_<secret>
 
 
+_KEYS = ("name", "token_id", "token_hash", "roles", "pipelines", "max_streams", "publish_rate")
+
+
 class AuthFileError(PipelineEventsError, ValueError):
     """A principals file that cannot be used (named, with the line's problem)."""
 
@@ -45,6 +49,8 @@ class Principal:
     token_hash: str
     roles: frozenset[str]
     pipelines: frozenset[str] = frozenset()  # empty: every pipeline
+    max_streams: int | None = None  # None: the server's --max-streams-per-caller
+    publish_rate: float | None = None  # events per second; None: the server's --publish-rate
 
     def may_call(self, rpc: str) -> bool:
         return "admin" in self.roles or RPC_ROLES.get(rpc, "admin") in self.roles
@@ -112,6 +118,12 @@ def load_principals(path: Path) -> dict[str, Principal]:
         AuthFileError: unreadable, not TOML, or a principal that cannot be used.
     """
     try:
+        mode = path.stat().st_mode
+        if mode & 0o022:  # whoever may write it may make themselves admin
+            raise AuthFileError(
+                f"principals file {path} is writable by other users (mode {mode & 0o777:o}):"
+                f" chmod 600 {path}"
+            )
         document = tomllib.loads(path.read_text())
     except OSError as error:
         raise AuthFileError(f"principals file {path}: {error.strerror or error}") from error
@@ -125,7 +137,7 @@ def load_principals(path: Path) -> dict[str, Principal]:
         where = f"principals file {path}, principal {number}"
         if not isinstance(entry, dict):
             raise AuthFileError(f"{where}: not a table")
-        unknown = sorted(set(entry) - {"name", "token_id", "token_hash", "roles", "pipelines"})
+        unknown = sorted(set(entry) - {*_KEYS})
         if unknown:
             raise AuthFileError(f"{where}: unknown key {unknown[0]!r}")
         name, token_id, token_hash = (entry.get(k) for k in ("name", "token_id", "token_hash"))
@@ -142,5 +154,31 @@ def load_principals(path: Path) -> dict[str, Principal]:
             allowed = frozenset(str(uuid.UUID(p)) for p in pipelines)
         except (ValueError, TypeError, AttributeError) as error:
             raise AuthFileError(f"{where}: pipelines must be UUIDs") from error
-        found[token_id] = Principal(name, token_id, token_hash, frozenset(roles), allowed)  # type: ignore[arg-type]
+        streams, rate = entry.get("max_streams"), entry.get("publish_rate")
+        if streams is not None and (type(streams) is not int or streams < 1):
+            raise AuthFileError(f"{where}: max_streams must be a whole number >= 1")
+        if rate is not None and (type(rate) not in (int, float) or not 0 < rate < 1e12):
+            raise AuthFileError(f"{where}: publish_rate must be a number of events per second > 0")
+        found[token_id] = Principal(
+            name, token_id, token_hash, frozenset(roles), allowed,  # type: ignore[arg-type]
+            streams, None if rate is None else float(rate),
+        )  # fmt: skip
     return found
+
+
+def add_principal(path: Path, lines: str) -> None:
+    """Append a principal's lines (`principal_toml`) to a principals file, creating it
+    readable and writable by its owner only (0600).
+
+    Raises:
+        AuthFileError: the file exists but is not a usable principals file (nothing is
+            added to it), or cannot be written.
+    """
+    if path.exists():
+        load_principals(path)  # add only to a file the server can read
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "a") as file:
+            file.write(("\n" if file.tell() else "") + lines)
+    except OSError as error:
+        raise AuthFileError(f"principals file {path}: {error.strerror or error}") from error

@@ -121,3 +121,17 @@ def test_relative_and_absolute_sqlite_urls() -> None:
     assert parse_store_url("sqlite:///data/events.db")[1]["path"] == "data/events.db"
     assert parse_store_url("sqlite:////var/lib/events.db")[1]["path"] == "/var/lib/events.db"
     assert parse_store_url("sqlite:///e.db?durability=power")[1]["durability"] == "power"
+
+
+async def test_a_new_store_and_its_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "events.db"
+    store = await SQLiteEventStore.open(path)
+    await store.append([chunk(uuid.uuid4())])  # the WAL and its index exist from here
+    files = [path, *(tmp_path / f"events.db{suffix}" for suffix in ("-wal", "-shm", "-lock"))]
+    try:
+        assert {f.name: f.stat().st_mode & 0o777 for f in files} == {f.name: 0o600 for f in files}
+    finally:
+        await store.close()
+    path.chmod(0o640)  # an existing store keeps the mode its operator gave it
+    async with await SQLiteEventStore.open(path):
+        assert path.stat().st_mode & 0o777 == 0o640

@@ -14,7 +14,14 @@ The principals are a TOML file (`serve --auth FILE`, re-read on SIGHUP):
 sends it as `authorization: Bearer <token>` metadata. The token id picks the
 principal, so an unknown token costs nothing; a known id is checked against
 its scrypt hash (about 60 ms, off the event loop, at most two at a time) once,
-and the token's SHA-256 is then remembered until the file is re-read.
+and the token's SHA-256 is then remembered until the file is re-read. A token id
+gets at most FAILED_CHECKS failed (or pending) checks per FAILED_CHECK_WINDOW
+seconds; beyond that, secrets not already verified for it are refused without
+hashing, so a flood of guesses costs the server a bounded amount of scrypt and
+good callers (their tokens already verified) are not slowed by it.
+
+Per-principal limits may be set in the file (`max_streams`, `publish_rate`);
+the server's `--max-streams-per-caller` and `--publish-rate` are the defaults.
 
 Roles: `publisher` (Publish, PublishStream), `subscriber` (ReadAggregate,
 Subscribe and the state queries), `admin` (everything). A missing, malformed or
@@ -31,7 +38,7 @@ import datetime
 import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +62,8 @@ SERVICE = "/adaptive_pipeline.events.v1.EventService/"
 #: AuthGuard; the servicer reads it where a request names no pipeline itself (a run).
 CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
 _MAX_REMEMBERED = 10_000  # verified (and refused) token digests kept
+FAILED_CHECKS = 10  # scrypt checks a token id may fail per window...
+FAILED_CHECK_WINDOW = 10.0  # ...of this many seconds
 UNAUTHENTICATED = "UNAUTHENTICATED"  # ErrorInfo reasons
 PERMISSION_DENIED = "PERMISSION_DENIED"
 
@@ -114,6 +123,8 @@ class Authenticator:
     _checking: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(2))
     # Set when a principal with open streams is removed: those streams end.
     _revoked: dict[str, asyncio.Event] = field(default_factory=dict)
+    # Per token id: when its checks that did not succeed (failed or still running) began.
+    _attempts: dict[str, deque[float]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, path: Path) -> Authenticator:
@@ -155,8 +166,12 @@ class Authenticator:
         digest = hashlib.sha256(token.encode()).digest()
         if digest not in self._verified:
             assert match is not None
+            attempt = self._begin_check(principal.token_id)
             async with self._checking:  # scrypt is slow on purpose: two at a time, off the loop
                 good = await asyncio.to_thread(verify_secret, match[2], principal.token_hash)
+            if good:
+                with contextlib.suppress(ValueError):  # unless already older than the window
+                    self._attempts[principal.token_id].remove(attempt)
             self._verified[digest] = principal if good else None
             while len(self._verified) > _MAX_REMEMBERED:
                 self._verified.popitem(last=False)
@@ -164,6 +179,25 @@ class Authenticator:
         if known is None or self.principals.get(known.token_id) is not known:
             raise _refusal(code_pb2.UNAUTHENTICATED, "unknown token", UNAUTHENTICATED)
         return known
+
+    def _begin_check(self, token_id: str) -> float:
+        """Count one more check of `token_id`'s secret; refuse it if too many failed.
+
+        Raises:
+            RpcError: UNAUTHENTICATED, without hashing.
+        """
+        now = time.monotonic()
+        attempts = self._attempts.setdefault(token_id, deque())
+        while attempts and attempts[0] < now - FAILED_CHECK_WINDOW:
+            attempts.popleft()
+        if len(attempts) >= FAILED_CHECKS:
+            raise _refusal(
+                code_pb2.UNAUTHENTICATED,
+                f"too many failed attempts with this token id; retry in {FAILED_CHECK_WINDOW:g} s",
+                UNAUTHENTICATED,
+            )
+        attempts.append(now)
+        return now
 
     def revoked(self, principal: Principal) -> asyncio.Event:
         """An event set when `principal` is removed from the file (its streams then end)."""
@@ -215,7 +249,7 @@ class AuthGuard(grpc.aio.ServerInterceptor):
         Raises:
             RpcError: RESOURCE_EXHAUSTED.
         """
-        rate = self.limits.publish_rate
+        rate = principal.publish_rate or self.limits.publish_rate
         if rate is None or events == 0:
             return
         if events > rate:
@@ -227,7 +261,7 @@ class AuthGuard(grpc.aio.ServerInterceptor):
                 )
             )
         bucket = self._buckets.get(principal.name)
-        if bucket is None:
+        if bucket is None or bucket.rate != rate:  # new, or its rate changed on reload
             bucket = self._buckets[principal.name] = _Bucket(rate)
         wait = bucket.take(events)
         if wait:
@@ -250,7 +284,7 @@ class AuthGuard(grpc.aio.ServerInterceptor):
     @contextlib.contextmanager
     def _stream_slot(self, principal: Principal) -> Iterator[None]:
         """Hold one of the principal's stream slots (RESOURCE_EXHAUSTED when none is free)."""
-        if self._open[principal.name] >= self.limits.streams:
+        if self._open[principal.name] >= (principal.max_streams or self.limits.streams):
             raise RpcError(
                 details_status(
                     code_pb2.RESOURCE_EXHAUSTED,

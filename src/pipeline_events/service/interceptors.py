@@ -8,13 +8,17 @@
   One more is answered RESOURCE_EXHAUSTED with a google.rpc.RetryInfo, before
   gRPC would shed calls on its own as CANCELLED. Health checks are never
   limited: an operator must see a busy server as busy, not as down.
+- `StalledStreams`: a stream whose client has not taken a response for a
+  while is ended RESOURCE_EXHAUSTED (the client reads that status after what
+  gRPC had already queued for it).
 
-Both wrap the method handlers that the services registered. The wrapped
+They wrap the method handlers that the services registered. The wrapped
 handlers are cached per method, so a call costs one dictionary lookup here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import time
@@ -33,6 +37,8 @@ _log = logging.getLogger("pipeline_events.server")
 _HEALTH_PREFIX = "/" + health_pb2.DESCRIPTOR.services_by_name["Health"].full_name + "/"
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 TOO_MANY_CALLS = "TOO_MANY_CALLS"
+STREAM_STALLED = "STREAM_STALLED"
+DEFAULT_STALLED_STREAM_SECONDS = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,3 +245,78 @@ class CallLimit(_CachingInterceptor):
             setattr(self, attribute, getattr(self, attribute) - 1)
 
         return _wrap_behavior(handler, admit, release)
+
+
+class StalledStreams(_CachingInterceptor):
+    """Ends a stream whose client takes no response for `seconds`: RESOURCE_EXHAUSTED.
+
+    A response waits in `context.write` until HTTP/2 flow control lets it out, so a
+    write that does not finish means the client stopped reading (a live subscription
+    with nothing to send writes nothing and is never ended). gRPC Python cannot reset a
+    single HTTP/2 stream: the status is queued behind the bytes already waiting, and the
+    call, with its stream slot (CallLimit, the caller's limit), ends only when the client
+    reads them or goes away. The stream limits therefore still bound what clients that
+    never read can hold; this deadline tells them why they were dropped, and stops
+    their handlers. The status carries a RetryInfo: the project's clients resume the
+    subscription from the last position they read.
+
+    Must be the outermost interceptor: it turns the handlers' async generators into
+    writes it can time.
+    """
+
+    def __init__(self, seconds: float = DEFAULT_STALLED_STREAM_SECONDS) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.ended = 0  # streams ended for not reading, since the start
+        self._log = RateLimitedLog()
+
+    def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        field = _behavior_field(handler)
+        behavior = getattr(handler, field)
+        if not handler.response_streaming or not inspect.isasyncgenfunction(behavior):
+            return handler
+        refusal = RpcError(
+            details_status(
+                code_pb2.RESOURCE_EXHAUSTED,
+                f"the client took no response for {self.seconds:g} s: the server ended the"
+                " stream (read faster, or resume from the last position read)",
+                # Retry at once: a resumed stream starts over with an empty window.
+                error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration()),
+                error_details_pb2.ErrorInfo(
+                    reason=STREAM_STALLED, domain=ERROR_DOMAIN,
+                    metadata={"seconds": f"{self.seconds:g}"},
+                ),
+            )
+        ).grpc_status()  # fmt: skip
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            loop = asyncio.get_running_loop()
+            stalled = False
+
+            def stall() -> None:
+                nonlocal stalled
+                stalled = True
+                task.cancel()  # interrupts the write; gRPC still holds what it queued
+
+            responses = behavior(request, context)
+            try:
+                async for response in responses:
+                    # A timer per write, not a task per write: a few µs on the hot path.
+                    timer = loop.call_later(self.seconds, stall)
+                    try:
+                        await context.write(response)
+                    except asyncio.CancelledError:
+                        if not stalled:
+                            raise  # the client cancelled, or the server stops
+                        task.uncancel()
+                        self.ended += 1
+                        self._log.warning("%s: ended a stream whose client stopped reading", method)
+                        await context.abort_with_status(refusal)
+                    finally:
+                        timer.cancel()
+            finally:
+                await responses.aclose()
+
+        return handler._replace(**{field: call})  # type: ignore[attr-defined]

@@ -148,6 +148,7 @@ async def serve(
     reflection_on: bool = True,
     streams_per_caller: int | None = None,
     publish_rate: float | None = None,
+    stalled_stream_seconds: float | None = None,
 ) -> None:
     """Run the EventService until a signal; in-flight publishes finish before exit.
 
@@ -162,6 +163,7 @@ async def serve(
         reflection_on: serve gRPC server reflection.
         streams_per_caller: streams one principal may hold open (with `auth`).
         publish_rate: events per second one principal may publish (with `auth`).
+        stalled_stream_seconds: end a stream whose client takes no response this long.
 
     Raises:
         ValueError: a bad listen address.
@@ -191,8 +193,9 @@ async def serve(
 
             limits = CallerLimits(streams_per_caller or DEFAULT_STREAMS_PER_PRINCIPAL, publish_rate)
         running = await _start(
-            store, address, max_event_bytes, credentials, authenticator, reflection_on, limits
-        )
+            store, address, max_event_bytes, credentials, authenticator, reflection_on, limits,
+            stalled_stream_seconds,
+        )  # fmt: skip
     except BaseException:
         await store.close()
         raise
@@ -265,6 +268,7 @@ async def _start(
     authenticator: Any = None,
     reflection_on: bool = True,
     limits: Any = None,
+    stalled_stream_seconds: float | None = None,
 ) -> RunningServer:
     from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
 
@@ -278,6 +282,11 @@ async def _start(
             authenticator=authenticator,
             reflection_on=reflection_on,
             **({} if limits is None else {"caller_limits": limits}),
+            **(
+                {}
+                if stalled_stream_seconds is None
+                else {"stalled_stream_seconds": stalled_stream_seconds}
+            ),
         )
     except ValueError as error:  # a limit start_server refuses
         raise StartupError(str(error)) from error
@@ -321,6 +330,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 tls=tls, insecure=args.insecure, auth=Path(args.auth) if args.auth else None,
                 reflection_on=not args.no_reflection,
                 streams_per_caller=args.max_streams_per_caller, publish_rate=args.publish_rate,
+                stalled_stream_seconds=args.stalled_stream_timeout,
             )
         )  # fmt: skip
     except (StoreError, OSError, StartupError, TlsError, ValueError) as error:

@@ -30,7 +30,13 @@ from pipeline_events.service.errors import (
     error_info,
     from_store_error,
 )
-from pipeline_events.service.interceptors import CallLimit, DecodeGuard, Undecodable
+from pipeline_events.service.interceptors import (
+    DEFAULT_STALLED_STREAM_SECONDS,
+    CallLimit,
+    DecodeGuard,
+    StalledStreams,
+    Undecodable,
+)
 from pipeline_events.service.read_models import ReadModels
 from pipeline_events.service.validation import validate, validate_publish
 from pipeline_events.service.violations import ViolationRecorder, source_of
@@ -484,6 +490,7 @@ async def start_server(
     authenticator: Authenticator | None = None,
     reflection_on: bool = True,
     caller_limits: CallerLimits | None = None,
+    stalled_stream_seconds: float = DEFAULT_STALLED_STREAM_SECONDS,
 ) -> RunningServer:
     """Build, bind and start a server hosting the EventService, health and reflection.
 
@@ -509,6 +516,7 @@ async def start_server(
     violations = None if authenticator is None else ViolationRecorder(store)
     server = grpc.aio.server(
         interceptors=[
+            StalledStreams(stalled_stream_seconds),  # outermost: it does the writing
             call_limit,
             # Outside the decoding: a caller without a token learns nothing else.
             *(

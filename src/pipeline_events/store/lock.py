@@ -27,7 +27,7 @@ class StoreLock:
         self.path = store_path + "-lock"
         self._fd: int | None = None
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as error:
             raise StoreError(
                 f"cannot create the lock file {self.path}: {error.strerror}"

@@ -45,6 +45,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -303,6 +304,17 @@ def _check_path(path: str) -> None:
         raise StoreError(f"store {path}: the directory {target.parent} does not exist")
 
 
+def _create_private(path: str) -> None:
+    """Create a new store file readable by its owner only (0600; SQLite gives its -wal and
+    -shm files the database's mode). An existing file keeps the mode it has."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    except OSError as error:
+        raise StoreError(f"cannot create the store {path}: {error.strerror}") from error
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Bring the schema to SCHEMA_VERSION; returns the version found before."""
     connection.execute("BEGIN IMMEDIATE")
@@ -399,6 +411,7 @@ class SQLiteEventStore(EventStore):
         if self.path != ":memory:":
             _check_path(self.path)
             self._lock = StoreLock(self.path)
+            _create_private(self.path)
         try:
             self._open_writer()
         except BaseException:
