@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import itertools
 import random
@@ -349,52 +348,112 @@ def error_from_rpc(
 # --- values ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
 class RecordedEvent:
-    """A stored event as the service returns it; `event` is the decoded domain event."""
+    """A stored event as the service returns it (read-only).
 
-    envelope: EventEnvelope
-    global_position: int
-    revision: int
-    recorded_at: NanoDatetime
+    Attributes:
+        envelope: the event's envelope, exactly as stored.
+        global_position: its position in the global log.
+        revision: its revision within its aggregate.
+        recorded_at: when the store recorded it (a NanoDatetime).
+        event: the decoded domain event.
+
+    `recorded_at` and `event` are decoded on first access, so a subscriber that reads
+    only envelopes or positions pays for neither (a catch-up of many events spends
+    most of its time there otherwise).
+    """
+
+    __slots__ = ("_envelope", "_event", "_position", "_recorded_at", "_revision", "_stamp")
+
+    def __init__(
+        self,
+        envelope: EventEnvelope,
+        global_position: int,
+        revision: int,
+        recorded_at: NanoDatetime,
+    ):
+        self._envelope, self._position, self._revision = envelope, global_position, revision
+        self._recorded_at: NanoDatetime | None = recorded_at
+        self._stamp: Any = None
+        self._event: domain.Event | domain.UnknownEvent | None = None
 
     @classmethod
     def from_proto(cls, message: envelope_pb2.RecordedEvent) -> RecordedEvent:
-        """Wrap a RecordedEvent message.
+        """Wrap a RecordedEvent message (its recorded_at is decoded when first read)."""
+        recorded = cls.__new__(cls)
+        recorded._envelope = message.envelope
+        recorded._position = message.global_position
+        recorded._revision = message.revision
+        recorded._stamp = message.recorded_at
+        recorded._recorded_at = None
+        recorded._event = None
+        return recorded
+
+    @property
+    def envelope(self) -> EventEnvelope:
+        return self._envelope
+
+    @property
+    def global_position(self) -> int:
+        return self._position
+
+    @property
+    def revision(self) -> int:
+        return self._revision
+
+    @property
+    def recorded_at(self) -> NanoDatetime:
+        """When the store recorded the event.
 
         Raises:
-            DecodeError: its recorded_at is not a representable time.
+            DecodeError: it is not a representable time.
         """
-        stamp = message.recorded_at
-        try:
-            recorded_at = NanoDatetime.from_seconds_nanos(stamp.seconds, stamp.nanos)
-        except (ValueError, OverflowError) as error:
-            raise DecodeError(f"not a representable time: {error}", field="recorded_at") from error
-        return cls(
-            envelope=message.envelope,
-            global_position=message.global_position,
-            revision=message.revision,
-            recorded_at=recorded_at,
-        )
+        if self._recorded_at is None:
+            stamp = self._stamp
+            try:
+                self._recorded_at = NanoDatetime.from_seconds_nanos(stamp.seconds, stamp.nanos)
+            except (ValueError, OverflowError) as error:
+                raise DecodeError(
+                    f"not a representable time: {error}", field="recorded_at"
+                ) from error
+        return self._recorded_at
 
-    @functools.cached_property
+    @property
     def event(self) -> domain.Event | domain.UnknownEvent:
         """The domain event (decoded on first access).
 
         Raises:
             DecodeError: the envelope breaks the schema.
         """
-        return adapter.from_envelope(self.envelope)
+        if self._event is None:
+            self._event = adapter.from_envelope(self._envelope)
+        return self._event
 
     @property
     def event_id(self) -> str:
         """The event id."""
-        return self.envelope.event_id
+        return self._envelope.event_id
 
     @property
     def pipeline_id(self) -> str:
         """The aggregate (pipeline) id."""
-        return self.envelope.aggregate_id
+        return self._envelope.aggregate_id
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self._envelope, self._position, self._revision, self.recorded_at)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecordedEvent):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # type: ignore[assignment]  # an envelope message is not hashable
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent(global_position={self._position}, revision={self._revision},"
+            f" event_id={self._envelope.event_id!r}, event_type={self._envelope.event_type})"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -683,10 +742,6 @@ class _Cursor:
             request.after_position = self.position
         return request
 
-    def is_new(self, position: int) -> bool:
-        """Whether an event is past the position (a redelivered one is skipped)."""
-        return self.position is None or position > self.position
-
     def advance(self, position: int) -> None:
         """Move the position forwards (never backwards)."""
         self.position = position if self.position is None else max(self.position, position)
@@ -740,8 +795,8 @@ class AsyncSubscription:
         """Whether the subscription has caught up and now receives events as they are stored."""
         return self._cursor.live
 
-    def __aiter__(self) -> AsyncSubscription:
-        return self
+    def __aiter__(self) -> AsyncIterator[RecordedEvent]:
+        return self._events  # the generator itself: no extra await per event
 
     async def __anext__(self) -> RecordedEvent:
         return await self._events.__anext__()
@@ -762,6 +817,7 @@ class AsyncSubscription:
 
     async def _run(self) -> AsyncIterator[RecordedEvent]:
         cursor = self._cursor
+        from_proto = RecordedEvent.from_proto
         connected = False  # a subscription that never got through fails like any call
         failures = 0
         while True:
@@ -773,9 +829,10 @@ class AsyncSubscription:
                     kind = message.WhichOneof("content")
                     if kind == "events":
                         for item in message.events.events:
-                            if cursor.is_new(item.global_position):
-                                cursor.advance(item.global_position)
-                                yield RecordedEvent.from_proto(item)
+                            position = item.global_position  # read once: a upb call
+                            if cursor.position is None or position > cursor.position:  # is_new
+                                cursor.position = position  # advance
+                                yield from_proto(item)
                     elif kind == "checkpoint":
                         cursor.advance(message.checkpoint.position)
                         await self._notify(self._on_checkpoint, message.checkpoint.position)
@@ -1271,6 +1328,7 @@ class Subscription:
 
     def _run(self) -> Iterator[RecordedEvent]:
         cursor = self._cursor
+        from_proto = RecordedEvent.from_proto
         connected = False
         failures = 0
         while not self._closed.is_set():
@@ -1285,9 +1343,10 @@ class Subscription:
                     kind = message.WhichOneof("content")
                     if kind == "events":
                         for item in message.events.events:
-                            if cursor.is_new(item.global_position):
-                                cursor.advance(item.global_position)
-                                yield RecordedEvent.from_proto(item)
+                            position = item.global_position  # read once: a upb call
+                            if cursor.position is None or position > cursor.position:  # is_new
+                                cursor.position = position  # advance
+                                yield from_proto(item)
                     elif kind == "checkpoint":
                         cursor.advance(message.checkpoint.position)
                         if self._on_checkpoint is not None:

@@ -245,8 +245,10 @@ def test_a_reader_says_decode_error_for_a_time_it_cannot_represent() -> None:
         adapter.from_envelope(envelope)
     recorded = envelope_pb2.RecordedEvent(envelope=envelope, global_position=1, revision=1)
     recorded.recorded_at.seconds = 1 << 62
+    read = RecordedEvent.from_proto(recorded)  # decoded when first read
+    assert read.global_position == 1 and read.envelope == envelope
     with pytest.raises(DecodeError, match="recorded_at"):
-        RecordedEvent.from_proto(recorded)
+        _ = read.recorded_at
 
 
 @pytest.mark.parametrize("value", [1 << 63, (1 << 64) - 1])
