@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -348,7 +349,7 @@ async def test_snapshots_are_saved_as_the_log_grows_and_undecodable_events_skipp
     tmp_path: Path,
 ) -> None:
     store = await SQLiteEventStore.open(tmp_path / "events.db")
-    models = ReadModels(store, snapshot_every=50)
+    models = ReadModels(store, snapshot_every=50, snapshot_cost_factor=0)
     await models.start()
     pipeline, run = uuid.uuid4(), uuid.uuid4()
     try:
@@ -377,6 +378,38 @@ async def test_snapshots_are_saved_as_the_log_grows_and_undecodable_events_skipp
     finally:
         await models.close()
         await store.close()
+
+
+async def test_snapshots_are_spaced_by_what_encoding_them_costs(tmp_path: Path) -> None:
+    store = await SQLiteEventStore.open(tmp_path / "events.db")
+    # A factor so large that after the first snapshot no second one is due during the test.
+    models = ReadModels(store, snapshot_every=10, snapshot_cost_factor=1e9)
+    await models.start()
+    pipeline, run = uuid.uuid4(), uuid.uuid4()
+    try:
+        await store.append(
+            [
+                adapter.to_envelope(
+                    domain.ProcessingStarted.new(pipeline, run, "/i", "/o", 1, CONTEXT)
+                )
+            ]
+        )
+        for n in range(10):
+            chunk = domain.ChunkProcessed.new(pipeline, run, uuid.uuid4(), n, 1, "compression", 1)
+            await store.append([adapter.to_envelope(chunk)])
+            await models.wait(n + 2, timeout=30)  # folded one page at a time
+        first = models.snapshot_position
+        assert first >= 10 and models.next_snapshot_at > time.monotonic()
+        for n in range(10, 40):
+            chunk = domain.ChunkProcessed.new(pipeline, run, uuid.uuid4(), n, 1, "compression", 1)
+            await store.append([adapter.to_envelope(chunk)])
+        assert await models.wait(41, timeout=30) == 41
+        assert models.snapshot_position == first  # 30 more events, and no snapshot yet
+    finally:
+        await models.close()  # the close saves one whatever the spacing
+    saved = await store.load_snapshot(SNAPSHOT_NAME)
+    assert saved is not None and saved.position == 41
+    await store.close()
 
 
 # --- every answer fits a response ---------------------------------------------------------
