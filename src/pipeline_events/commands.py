@@ -25,7 +25,7 @@ from typing import IO, Any, NamedTuple, TypeVar
 
 import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -45,6 +45,7 @@ from pipeline_events.client import (
     ServiceUnavailableError,
     error_from_rpc,
 )
+from pipeline_events.codecs import proto_json
 from pipeline_events.convert import READERS
 from pipeline_events.errors import DecodeError
 from pipeline_events.projections import messages
@@ -123,7 +124,7 @@ def contract_json(recorded: RecordedEvent) -> bytes:
         recorded_at=timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos),
     )
     message.envelope.CopyFrom(recorded.envelope)
-    return orjson.dumps(json_format.MessageToDict(message))
+    return orjson.dumps(proto_json.message_to_dict(message))
 
 
 def _row(recorded: RecordedEvent) -> list[str]:

@@ -25,7 +25,6 @@ from typing import BinaryIO, TextIO
 
 import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
-from google.protobuf import json_format
 
 from pipeline_events import adapter, domain
 from pipeline_events.codecs import binary, cloudevents, proto_json, rust_json
@@ -71,8 +70,8 @@ def _read_proto_json(line: bytes) -> EventEnvelope:
 def _recorded_envelope(value: dict[str, object]) -> EventEnvelope:
     # Parsed whole, so that a misspelt field is an error here too.
     try:
-        recorded = json_format.ParseDict(value, envelope_pb2.RecordedEvent())
-    except (json_format.ParseError, ValueError, TypeError, RecursionError) as error:
+        recorded = proto_json.parse_dict(value, envelope_pb2.RecordedEvent)
+    except DecodeError as error:
         raise DecodeError(f"not a RecordedEvent: {error}") from error
     return recorded.envelope
 

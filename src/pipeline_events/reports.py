@@ -12,13 +12,13 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from adaptive_pipeline.events.v1 import state_pb2
-from google.protobuf import json_format
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from pipeline_events import domain
+from pipeline_events.codecs import proto_json
 from pipeline_events.projections import (
     Anomaly,
     PipelineState,
@@ -347,7 +347,7 @@ def summary_message(summary: RunSummary) -> state_pb2.ProcessingRunSummary:
 
 def as_json(message: Any) -> dict[str, Any]:
     """A state.proto message as proto3 JSON (lowerCamelCase names, as `tail --json` writes)."""
-    return json_format.MessageToDict(message)
+    return proto_json.message_to_dict(message)
 
 
 # --- one pipeline ---------------------------------------------------------------------------

@@ -23,8 +23,9 @@ from typing import Any
 
 import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
-from google.protobuf import json_format, message, timestamp_pb2
+from google.protobuf import message, timestamp_pb2
 
+from pipeline_events.codecs import proto_json
 from pipeline_events.errors import DecodeError, EncodeError
 
 EventEnvelope = envelope_pb2.EventEnvelope
@@ -107,15 +108,15 @@ def _payload_field(event_type: str) -> Any:
 
 
 def _parse_payload(event_type: str, content_type: str, data: Any) -> message.Message:
-    payload = _payload_field(event_type).message_type._concrete_class()
+    payload_class = _payload_field(event_type).message_type._concrete_class
     if content_type not in (PROTOBUF, JSON):
         raise DecodeError(f"unsupported content type {content_type!r}", field="datacontenttype")
     try:
-        if content_type == PROTOBUF:
-            payload.MergeFromString(data)
-        else:
-            json_format.ParseDict(data, payload)
-    except (message.DecodeError, json_format.ParseError, TypeError, ValueError) as error:
+        if content_type == JSON:
+            return proto_json.parse_dict(data, payload_class)
+        payload = payload_class()
+        payload.MergeFromString(data)
+    except (message.DecodeError, TypeError, ValueError) as error:  # parse_dict: a ValueError
         raise DecodeError(f"bad {content_type} data: {error}", field="data") from error
     return payload
 
@@ -142,7 +143,7 @@ def to_structured(
         event["data_base64"] = base64.b64encode(_payload_of(envelope).SerializeToString()).decode()
     else:
         event["datacontenttype"] = JSON
-        event["data"] = json_format.MessageToDict(_payload_of(envelope))
+        event["data"] = proto_json.message_to_dict(_payload_of(envelope))
     return event
 
 
@@ -207,7 +208,7 @@ def to_binary(
     }
     if json_data:
         headers["content-type"] = JSON
-        return headers, orjson.dumps(json_format.MessageToDict(payload))
+        return headers, orjson.dumps(proto_json.message_to_dict(payload))
     headers["content-type"] = PROTOBUF
     return headers, payload.SerializeToString()
 
