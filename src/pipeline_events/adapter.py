@@ -247,37 +247,112 @@ def to_envelope(
 
 
 # --- protobuf -> domain ---------------------------------------------------------------------
+#
+# Read models decode every stored event, so this is a hot path too. As on the encode side,
+# each message gets a decoder compiled once into straight-line code, and the results are
+# exactly those of the generic plan this replaced (tests/test_adapter_decode_speed_equivalence.py
+# keeps that plan and compares): the same values, and the same DecodeError field paths and
+# messages, the same error of the same field first.
+
+_new_object = object.__new__
+_set_uuid_int = uuid.UUID.__dict__["int"].__set__
+_set_uuid_is_safe = uuid.UUID.__dict__["is_safe"].__set__
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
 
 
-@functools.lru_cache(maxsize=65536)
-def _parse_uuid(text: str) -> uuid.UUID:
-    return uuid.UUID(text)
+def _new_uuid(text: str) -> uuid.UUID:
+    """`uuid.UUID(text)`: the same value, or the same ValueError, at under half the cost.
 
+    Canonical text (and anything that is 32 hex digits once its hyphens are gone) is
+    read here and the instance filled as `UUID.__init__` ends; what does not parse
+    as that goes to `uuid.UUID` itself, whose clean-up and error wording then apply.
+    Equivalent because text that `int(..., 16)` reads has no ':' nor braces, which is
+    all `UUID.__init__` strips besides hyphens; 32 digits are always below 2**128.
+    """
+    digits = text.replace("-", "")
+    try:
+        number = int(digits, 16) if len(digits) == 32 else None
+    except ValueError:
+        number = None
+    if number is None:
+        return uuid.UUID(text)
+    value = _new_object(uuid.UUID)
+    _set_uuid_int(value, number)
+    _set_uuid_is_safe(value, _SAFE_UNKNOWN)
+    return value
+
+
+class _UuidCache(dict[str, uuid.UUID]):
+    """Parsed ids by text for ids that repeat on many events (pipeline, processing, stage).
+
+    A miss parses and stores (`__missing__`), a hit is a plain dict lookup; a full
+    cache is emptied rather than evicted in order, which costs a hit nothing.
+    `cache_clear` keeps the name of the lru_cache this replaces (benchmarks call it).
+    """
+
+    MAX_SIZE = 16384
+
+    def __missing__(self, text: str) -> uuid.UUID:
+        value = _new_uuid(text)
+        if len(self) >= self.MAX_SIZE:
+            self.clear()
+        self[text] = value
+        return value
+
+    def cache_clear(self) -> None:
+        """Forget every id (for benchmarks that want each id first seen in a pass)."""
+        self.clear()
+
+
+_parse_uuid = _UuidCache()
+# Processing and stage ids recur on every event of their run or stage, and a session on
+# the runs it starts; event and chunk ids are new on every event: a cache would only miss.
+_CACHED_UUID_FIELDS = frozenset({"processing_id", "stage_id", "session_id"})
 
 _MESSAGE_KINDS = (Kind.RECORD, Kind.TIMESTAMP, Kind.DURATION)
+_AS_IS_KINDS = (Kind.STR, Kind.U64, Kind.BOOL, Kind.F64)
+_from_seconds_nanos = NanoDatetime.from_seconds_nanos
+
+
+def _enum_converter(enum_type: Any) -> Callable[[Any], Any]:
+    """`enum_type(value)`, with a dict lookup for the defined values first."""
+    members = {member.value: member for member in enum_type}.get
+
+    def convert(value: Any) -> Any:
+        member = members(value)
+        # The enum's own call for the rest, so that its ValueError stays the message.
+        return enum_type(value) if member is None else member
+
+    return convert
+
+
+_STANDARD_PERMISSIONS = {member.value: member for member in domain.StandardPermission}.get
 
 
 def _from_proto_value(spec: FieldSpec) -> Callable[[Any], Any] | None:
     """A converter from a protobuf value to the domain's (None: as is)."""
     kind = spec.kind
     if kind is Kind.UUID:
-        return _parse_uuid
+        return _parse_uuid.__getitem__ if spec.name in _CACHED_UUID_FIELDS else _new_uuid
     if kind is Kind.TIMESTAMP:
-        return lambda ts: NanoDatetime.from_seconds_nanos(ts.seconds, ts.nanos)
+        return lambda ts: _from_seconds_nanos(ts.seconds, ts.nanos)
     if kind is Kind.DURATION:
         return lambda d: domain.Duration(secs=d.secs, nanos=d.nanos)
     if kind is Kind.ENUM:
-        return spec.type
+        return _enum_converter(spec.type)
     if kind is Kind.PERMISSION:
         return _permission_from_proto
     if kind is Kind.RECORD:
         return _record_decoder(spec.type)
     if kind is Kind.LIST:
         item = _from_proto_value(spec.item)
-        return (lambda xs: tuple(item(x) for x in xs)) if item else tuple
+        return (lambda xs: tuple([item(x) for x in xs])) if item else tuple
     if kind is Kind.MAP:
         # Sorted by key: protobuf map order is unspecified, and output should be reproducible.
-        value = _from_proto_value(spec.item) or (lambda v: v)
+        value = _from_proto_value(spec.item)
+        if value is None:
+            # Keys are unique, so sorting items never compares values; most maps are empty.
+            return lambda m: dict(sorted(m.items())) if m else {}
         return lambda m: {k: value(m[k]) for k in sorted(m)}
     if kind is Kind.BYTES:
         return bytes
@@ -286,11 +361,111 @@ def _from_proto_value(spec: FieldSpec) -> Callable[[Any], Any] | None:
 
 def _permission_from_proto(permission: common_pb2.Permission) -> domain.Permission:
     case = permission.WhichOneof("kind")
+    if case == "standard":
+        member = _STANDARD_PERMISSIONS(permission.standard)
+        # The enum's own call for an undefined value, for its ValueError.
+        return domain.StandardPermission(permission.standard) if member is None else member
     if case == "custom":
         return domain.CustomPermission(permission.custom)
-    if case is None:
-        raise ValueError("a permission has neither a standard nor a custom value")
-    return domain.StandardPermission(permission.standard)
+    raise ValueError("a permission has neither a standard nor a custom value")
+
+
+def _nested_error(error: DecodeError, name: str) -> DecodeError:
+    """A field's converter failed inside a nested message: the path gains the field."""
+    return DecodeError(error.reason, field=f"{name}.{error.field}")
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The `__set__` of the slot that holds field `name`, found along the MRO."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return typing.cast(Callable[[Any, Any], None], vars(klass)[name].__set__)
+    raise TypeError(f"{cls.__name__} has no slot {name!r}")  # pragma: no cover
+
+
+def _field_lines(index: int, spec: FieldSpec, namespace: dict[str, Any]) -> list[str]:
+    """Code that sets `v{index}` to the domain value of field `spec` of `message`.
+
+    Mirrors the generic plan this replaced: presence is tested first (absent optional:
+    None; absent required message: an error), then the conversion, whose ValueError,
+    TypeError or OverflowError becomes a DecodeError naming the field.
+    """
+    name, var = spec.name, f"v{index}"
+    if spec.kind in _AS_IS_KINDS:
+        body = [f"{var} = message.{name}"]  # nothing to convert, nothing to fail
+    else:
+        if spec.kind is Kind.UUID and spec.name in _CACHED_UUID_FIELDS:
+            convert = f"_uuids[message.{name}]"
+        elif spec.kind is Kind.UUID:
+            convert = f"_new_uuid(message.{name})"
+        elif spec.kind is Kind.TIMESTAMP:
+            convert = f"_from_seconds_nanos(message.{name}.seconds, message.{name}.nanos)"
+        elif spec.kind is Kind.LIST and spec.item and spec.item.kind not in _AS_IS_KINDS:
+            # Inlined, not the list converter: one call less per item.
+            namespace[f"_item{index}"] = _from_proto_value(spec.item)
+            convert = f"tuple([_item{index}(item) for item in message.{name}])"
+        else:
+            namespace[f"_convert{index}"] = _from_proto_value(spec)
+            convert = f"_convert{index}(message.{name})"
+        body = [
+            "try:",
+            f"    {var} = {convert}",
+            "except DecodeError as error:",
+            f"    raise _nested_error(error, {name!r}) from error",
+            "except (ValueError, TypeError, OverflowError) as error:",
+            f"    raise DecodeError(str(error), field={name!r}) from error",
+        ]
+    if spec.optional:
+        return [
+            f"if not message.HasField({name!r}):",  # a Rust None
+            f"    {var} = None",
+            "else:",
+            *("    " + line for line in body),
+        ]
+    if spec.kind in _MESSAGE_KINDS:
+        return [
+            f"if not message.HasField({name!r}):",
+            f"    raise DecodeError('required message is missing', field={name!r})",
+            *body,
+        ]
+    return body
+
+
+def _message_decoder(
+    cls: type, specs: tuple[FieldSpec, ...], common: tuple[str, ...] = ()
+) -> Callable[..., Any]:
+    """`decode(message, *common)`: an instance of `cls` from a message's fields `specs`
+    and the values of fields `common`, given as arguments (an event's envelope fields).
+
+    Compiled as dataclasses compile `__init__`, since straight-line code is much faster
+    than a loop over a plan. The frozen dataclass's slots are filled directly, which is
+    what its `__init__` does when every field is given (it is, always), at a fraction
+    of the cost; a class that validates in `__post_init__` gets its constructor called.
+    """
+    namespace: dict[str, Any] = {
+        "DecodeError": DecodeError,
+        "_nested_error": _nested_error,
+        "_new_uuid": _new_uuid,
+        "_uuids": _parse_uuid,
+        "_from_seconds_nanos": _from_seconds_nanos,
+        "_new": _new_object,
+        "_cls": cls,
+    }
+    lines = [f"def decode(message{''.join(', ' + name for name in common)}):"]
+    for index, spec in enumerate(specs):
+        lines.extend("    " + line for line in _field_lines(index, spec, namespace))
+    values = [(name, name) for name in common]
+    values += [(spec.name, f"v{index}") for index, spec in enumerate(specs)]
+    if hasattr(cls, "__post_init__") or not hasattr(cls, "__slots__"):
+        lines.append(f"    return _cls({', '.join(f'{name}={var}' for name, var in values)})")
+    else:
+        lines.append("    instance = _new(_cls)")
+        for name, var in values:
+            namespace[f"_set_{name}"] = _slot_setter(cls, name)
+            lines.append(f"    _set_{name}(instance, {var})")
+        lines.append("    return instance")
+    exec("\n".join(lines), namespace)  # the source holds only our own field names
+    return typing.cast(Callable[..., Any], namespace["decode"])
 
 
 @functools.cache
@@ -298,44 +473,17 @@ def _record_decoder(cls: type) -> Callable[[Any], Any]:
     return _message_decoder(cls, field_specs(cls))
 
 
-def _message_decoder(cls: type, specs: tuple[FieldSpec, ...]) -> Callable[[Any], Any]:
-    """Decodes a message into `cls(**fields)`; DecodeError names the failing field."""
-    plan = [
-        (spec.name, _from_proto_value(spec), spec.optional, spec.kind in _MESSAGE_KINDS)
-        for spec in specs
-    ]
-
-    def decode(message: Any) -> Any:
-        kwargs = {}
-        for name, convert, optional, is_message in plan:
-            if (optional or is_message) and not message.HasField(name):
-                if not optional:
-                    raise DecodeError("required message is missing", field=name)
-                kwargs[name] = None
-                continue
-            value = getattr(message, name)
-            try:
-                kwargs[name] = convert(value) if convert else value
-            except DecodeError as error:
-                raise DecodeError(error.reason, field=f"{name}.{error.field}") from error
-            except (ValueError, TypeError, OverflowError) as error:
-                raise DecodeError(str(error), field=name) from error
-        return cls(**kwargs)
-
-    return decode
+# Payload case -> (EventType number, decoder of the payload plus the envelope's fields).
+_EventDecoder = tuple[int, Callable[..., domain.Event]]
+_EVENT_DECODERS: dict[str, _EventDecoder] = {}
 
 
-@functools.cache
-def _payload_decoder(cls: type[domain.Event]) -> Callable[[Any], dict[str, Any]]:
-    return _message_decoder(dict, own_field_specs(cls))
-
-
-def _envelope_uuid(envelope: EventEnvelope, name: str) -> uuid.UUID:
-    text = getattr(envelope, name)
-    try:
-        return _parse_uuid(text)
-    except ValueError as error:
-        raise DecodeError(f"not a UUID: {text!r}", field=name) from error
+def _event_decoder(case: str) -> _EventDecoder:
+    """The (number, decoder) of a payload case, compiled on first use."""
+    cls = _CLASSES_BY_CASE[case]
+    decoder = _message_decoder(cls, own_field_specs(cls), domain.COMMON_FIELDS)
+    _EVENT_DECODERS[case] = entry = (_EVENT_TYPE_NUMBERS[cls], decoder)
+    return entry
 
 
 def from_envelope(
@@ -351,14 +499,21 @@ def from_envelope(
             unknown enum value, a missing required message...).
     """
     case = envelope.WhichOneof("payload")
-    event_id = _envelope_uuid(envelope, "event_id")
-    pipeline_id = _envelope_uuid(envelope, "aggregate_id")
+    text = envelope.event_id
+    try:
+        event_id = _new_uuid(text)
+    except ValueError as error:
+        raise DecodeError(f"not a UUID: {text!r}", field="event_id") from error
+    text = envelope.aggregate_id
+    try:
+        pipeline_id = _parse_uuid[text]
+    except ValueError as error:
+        raise DecodeError(f"not a UUID: {text!r}", field="aggregate_id") from error
     if not envelope.HasField("occurred_at"):
         raise DecodeError("required timestamp is missing", field="occurred_at")
+    timestamp = envelope.occurred_at
     try:
-        occurred_at = NanoDatetime.from_seconds_nanos(
-            envelope.occurred_at.seconds, envelope.occurred_at.nanos
-        )
+        occurred_at = _from_seconds_nanos(timestamp.seconds, timestamp.nanos)
     except (ValueError, OverflowError) as error:  # outside years 1-9999, or bad nanos
         raise DecodeError(f"not a representable time: {error}", field="occurred_at") from error
     if case is None:
@@ -370,24 +525,22 @@ def from_envelope(
             type_number=envelope.event_type,
             envelope_bytes=envelope.SerializeToString(),
         )
-    cls = _CLASSES_BY_CASE[case]
-    if envelope.event_type != event_type_number(cls.__name__):
+    number, decode = _EVENT_DECODERS.get(case) or _event_decoder(case)
+    if envelope.event_type != number:
         raise DecodeError(
             f"event_type {envelope.event_type} does not match the payload case {case!r}",
             field="event_type",
         )
-    envelope = upcasters.upcast(envelope)
+    # Upcasters.upcast returns its input when nothing is registered, which is every
+    # read today; a subclass may upcast otherwise, so only the plain registry is skipped.
+    if upcasters._by_key or type(upcasters) is not Upcasters:
+        envelope = upcasters.upcast(envelope)
     try:
-        own = _payload_decoder(cls)(getattr(envelope, case))
+        return decode(
+            getattr(envelope, case), event_id, pipeline_id, occurred_at, envelope.schema_version
+        )
     except DecodeError as error:
         raise DecodeError(error.reason, field=f"{case}.{error.field}") from error
-    return cls(
-        event_id=event_id,
-        pipeline_id=pipeline_id,
-        occurred_at=occurred_at,
-        version=envelope.schema_version,
-        **own,
-    )
 
 
 # --- records (SecurityContext, ProcessingMetrics...) on their own ---------------------------

@@ -63,10 +63,17 @@ class NanoDatetime(_dt.datetime):
         """The instant of a protobuf Timestamp (seconds since the epoch, nanos 0..999_999_999)."""
         if not 0 <= nanos < _NS_PER_SECOND:
             raise ValueError(f"nanos must be in 0..999999999, not {nanos}")
-        whole = _EPOCH + _dt.timedelta(seconds=seconds)
-        # The base constructor directly: decoders build one of these per event.
+        # Decoders build one of these per event, and events cluster in time: the calendar
+        # fields of an int's minute come from a cache, the base constructor does the rest.
+        if seconds.__class__ is int:
+            fields = _MINUTE_FIELDS.get(seconds // 60) or _minute_fields(seconds)
+            second = seconds % 60
+        else:  # e.g. a float, which timedelta accepts: exactly as before the cache
+            whole = _EPOCH + _dt.timedelta(seconds=seconds)
+            fields = (whole.year, whole.month, whole.day, whole.hour, whole.minute)
+            second = whole.second
         value = _dt.datetime.__new__(
-            cls, whole.year, whole.month, whole.day, whole.hour, whole.minute, whole.second,
+            cls, fields[0], fields[1], fields[2], fields[3], fields[4], second,
             nanos // 1000, UTC,
         )  # fmt: skip
         value._nanosecond = nanos
@@ -138,6 +145,26 @@ class NanoDatetime(_dt.datetime):
 
     def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
         return (NanoDatetime.from_epoch_ns, (self.epoch_ns,))
+
+
+#: (year, month, day, hour, minute) by minute since the epoch; cleared when full.
+_MINUTE_FIELDS: dict[int, tuple[int, int, int, int, int]] = {}
+_MINUTE_FIELDS_MAX = 4096
+
+
+def _minute_fields(seconds: int) -> tuple[int, int, int, int, int]:
+    """The calendar fields of the minute holding `seconds` (an int), now cached.
+
+    Computed from `seconds` itself, as before the cache, so that the errors outside
+    years 1-9999 (OverflowError) are what they always were. Years 1-9999 start and end
+    on minute boundaries, so a cached minute never hides an out-of-range second.
+    """
+    whole = _EPOCH + _dt.timedelta(seconds=seconds)
+    fields = (whole.year, whole.month, whole.day, whole.hour, whole.minute)
+    if len(_MINUTE_FIELDS) >= _MINUTE_FIELDS_MAX:
+        _MINUTE_FIELDS.clear()
+    _MINUTE_FIELDS[seconds // 60] = fields
+    return fields
 
 
 def _epoch_ns(value: _dt.datetime) -> int:
