@@ -86,8 +86,20 @@ test: $(STAMP) toolchains ## Run the test suite (Python, Node.js, Go, Java)
 	$(PYTHON) -m pytest
 
 .PHONY: bench
-bench: $(STAMP) ## Run the benchmarks (codecs ~1 min; projections ~30 s; state queries ~1 min; store vs eventsourcing and bare SQLite ~15 min; NATS service vs raw nats-py ~1 min; bad-token bursts ~30 s)
+bench: $(STAMP) ## The benchmarks that matter, ~9 min: the service beside its limits (one table of goals), codecs, validation, store, state queries, NATS, bad-token bursts
+	$(PYTHON) bench/service.py
 	$(PYTHON) bench/codecs.py
+	$(PYTHON) bench/validation.py
+	$(PYTHON) bench/store.py --durability process --full-log-events 100000 --repeats 1
+	$(PYTHON) bench/state_queries.py --quick
+	$(PYTHON) bench/nats.py --quick
+	$(PYTHON) bench/auth_flood.py --quick
+
+.PHONY: bench-full
+bench-full: $(STAMP) ## Every benchmark at full size (~30 min; store vs eventsourcing ~20 min of it)
+	$(PYTHON) bench/service.py
+	$(PYTHON) bench/codecs.py
+	$(PYTHON) bench/validation.py
 	$(PYTHON) bench/projections.py
 	$(PYTHON) bench/state_queries.py
 	$(PYTHON) bench/store.py --durability both

@@ -9,8 +9,17 @@ from pathlib import Path
 
 
 def describe() -> str:
-    """One line: date, CPU model, cores, Python and protobuf backend."""
+    """One line: date, CPU model, cores, Python, protobuf (and its backend), grpcio, SQLite."""
+    import sqlite3
+    from importlib import metadata
+
     from google.protobuf.internal import api_implementation
+
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
 
     cpu = platform.processor() or "unknown CPU"
     cpuinfo = Path("/proc/cpuinfo")
@@ -21,7 +30,8 @@ def describe() -> str:
                 break
     return (
         f"{dt.date.today().isoformat()} · {cpu} · {os.cpu_count()} cores · "
-        f"Python {platform.python_version()} · protobuf backend {api_implementation.Type()}"
+        f"Python {platform.python_version()} · protobuf {version('protobuf')}"
+        f" ({api_implementation.Type()}) · grpcio {version('grpcio')} · SQLite {sqlite3.sqlite_version}"
     )
 
 
