@@ -30,11 +30,6 @@ from adaptive_pipeline.events.v1 import (
     common_pb2,
     envelope_pb2,
     operational_pb2,
-    pipeline_lifecycle_pb2,
-    processing_lifecycle_pb2,
-    service_pb2,
-    stage_pb2,
-    state_pb2,
 )
 from google.protobuf import (
     any_pb2,
@@ -57,6 +52,7 @@ from hypothesis import strategies as st
 from pipeline_events import adapter, domain
 from pipeline_events.codecs import _json_compiled, cloudevents, proto_json
 from pipeline_events.errors import DecodeError, EncodeError
+from tests.schema_support import contract_messages
 from tests.strategies import events
 from tests.vectors_support import MANIFEST, binary_of, json_of
 
@@ -267,31 +263,7 @@ def messages(descriptor: Any, depth: int = 0) -> st.SearchStrategy[Message]:
     return build()
 
 
-def _all_messages(*modules: Any) -> list[Any]:
-    found: list[Any] = []
-
-    def visit(descriptor: Any) -> None:
-        if not descriptor.GetOptions().map_entry:
-            found.append(descriptor)
-        for nested in descriptor.nested_types:
-            visit(nested)
-
-    for module in modules:
-        for descriptor in module.DESCRIPTOR.message_types_by_name.values():
-            visit(descriptor)
-    return found
-
-
-CONTRACT = _all_messages(
-    common_pb2,
-    envelope_pb2,
-    operational_pb2,
-    pipeline_lifecycle_pb2,
-    processing_lifecycle_pb2,
-    service_pb2,
-    stage_pb2,
-    state_pb2,
-)
+CONTRACT = contract_messages()
 
 
 def test_every_contract_message_type_is_compiled() -> None:

@@ -34,14 +34,8 @@ from unittest import mock
 import protovalidate
 import pytest
 from adaptive_pipeline.events.v1 import (
-    common_pb2,
     envelope_pb2,
-    operational_pb2,
-    pipeline_lifecycle_pb2,
-    processing_lifecycle_pb2,
     service_pb2,
-    stage_pb2,
-    state_pb2,
 )
 from buf.validate import validate_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -56,34 +50,13 @@ from pipeline_events.service.errors import RpcError, bad_request
 from pipeline_events.service.wire import field_bytes
 from pipeline_events.store.base import varint
 from tests import strategies
+from tests.schema_support import contract_messages
 from tests.vectors_support import MANIFEST, binary_of, messages_in
 
-MODULES = (
-    common_pb2,
-    envelope_pb2,
-    operational_pb2,
-    pipeline_lifecycle_pb2,
-    processing_lifecycle_pb2,
-    service_pb2,
-    stage_pb2,
-    state_pb2,
-)
 PACKAGE = "adaptive_pipeline.events.v1."
 EXAMPLES = settings(
     max_examples=400, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
-
-
-def all_messages() -> list[Descriptor]:
-    """Every message type of the schema, nested ones (map entries aside) included."""
-
-    def walk(descriptors: Any) -> Iterator[Descriptor]:
-        for descriptor in descriptors:
-            if not descriptor.GetOptions().map_entry:
-                yield descriptor
-            yield from walk(descriptor.nested_types)
-
-    return [d for module in MODULES for d in walk(module.DESCRIPTOR.message_types_by_name.values())]
 
 
 def protovalidate_passes(message: Message) -> bool:
@@ -498,7 +471,7 @@ def test_other_requests_are_judged_as_protovalidate_does(name: str, data: st.Dat
     assert rules.is_valid(message) == protovalidate_passes(message)
 
 
-@pytest.mark.parametrize("descriptor", all_messages(), ids=lambda d: d.name)
+@pytest.mark.parametrize("descriptor", contract_messages(), ids=lambda d: d.name)
 @settings(max_examples=20, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_every_message_type_is_judged_as_protovalidate_does(
@@ -712,7 +685,7 @@ def declared_rules() -> set[tuple[str, str]]:
             else:
                 found.add((owner, prefix + field.name))
 
-    for descriptor in all_messages():
+    for descriptor in contract_messages():
         for owner, extension in (
             [(descriptor, validate_pb2.message)]
             + [(o, validate_pb2.oneof) for o in descriptor.oneofs]
@@ -725,7 +698,7 @@ def declared_rules() -> set[tuple[str, str]]:
 
 
 def test_every_rule_of_the_schema_is_compiled() -> None:
-    for descriptor in all_messages():
+    for descriptor in contract_messages():
         rules.checker(descriptor)
     declared = declared_rules()
     compiled = {rule for rule in rules.compiled_rules() if rule[0].startswith(PACKAGE)}
