@@ -342,6 +342,17 @@ async def test_while_rebuilding_queries_are_told_to_retry_never_not_found(
         await store.close()
 
 
+async def test_a_query_right_after_a_publish_sees_it_while_appends_gather(
+    sqlite_server: tuple[RunningServer, AsyncEventClient],
+) -> None:
+    _, client = sqlite_server
+    pipeline = uuid.uuid4()
+    for _ in range(30):  # each publish wakes the read models, which gather for 5 ms
+        run = uuid.uuid4()
+        await client.publish([domain.ProcessingStarted.new(pipeline, run, "/i", "/o", 1, CONTEXT)])
+        assert (await client.run_state(run)).status is ProcessingStatus.RUNNING  # no min_position
+
+
 # --- the read models on their own ------------------------------------------------------------
 
 

@@ -85,6 +85,7 @@ class ReadModels:
         self._signal = HeadSignal()
         self._wanted = asyncio.Event()  # a query waits for a position not yet folded
         self._waiting = 0  # queries waiting so
+        self._gathering = False  # appends are in the log, gathering before a fold
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -197,8 +198,12 @@ class ReadModels:
         """Let a burst of appends gather before reading them, unless a query waits."""
         if self._wanted.is_set():
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wanted.wait(), COALESCE_SECONDS)
+        self._gathering = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wanted.wait(), COALESCE_SECONDS)
+        finally:
+            self._gathering = False
 
     def _fold(self, events: Iterable[object]) -> None:
         states, runs = self.states, self.states.runs
@@ -266,6 +271,13 @@ class ReadModels:
                 self._waiting -= 1
                 if not self._waiting:
                     self._wanted.clear()
+        return self.position
+
+    async def settle(self, timeout: float) -> int:
+        """Fold the appends gathering now, if any (a query then sees what folding each
+        append at once would have shown); the position."""
+        if self._gathering:
+            await self.wait(self.position + 1, timeout)
         return self.position
 
     def pipeline(self, pipeline_id: uuid.UUID) -> PipelineState | None:

@@ -301,13 +301,15 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             RpcError: UNAVAILABLE with a RetryInfo while the first catch-up is folding.
         """
         models = self.read_models
-        if models.ready and min_position <= models.position:
-            return models.position  # nothing to wait for: no store round trip
-        head = await self.store.head_position()  # a position beyond the head is not waited for
         wait = READ_YOUR_WRITES_SECONDS
         remaining = context.time_remaining()
         if remaining is not None:  # answer before the caller's deadline passes
             wait = min(wait, max(0.0, remaining - DEADLINE_MARGIN_SECONDS))
+        if models.ready and min_position <= models.position:
+            # Nothing to wait for (no store round trip), but the appends the read models
+            # are gathering are folded first, as they would have been at once.
+            return await models.settle(wait)
+        head = await self.store.head_position()  # a position beyond the head is not waited for
         position = await models.wait(min(min_position, head), wait)
         if not models.ready:
             delay = duration_pb2.Duration(seconds=1)
