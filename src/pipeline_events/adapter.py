@@ -531,10 +531,7 @@ def from_envelope(
             f"event_type {envelope.event_type} does not match the payload case {case!r}",
             field="event_type",
         )
-    # Upcasters.upcast returns its input when nothing is registered, which is every
-    # read today; a subclass may upcast otherwise, so only the plain registry is skipped.
-    if upcasters._by_key or type(upcasters) is not Upcasters:
-        envelope = upcasters.upcast(envelope)
+    envelope = upcasters.upcast(envelope)  # its input itself when nothing is registered
     try:
         return decode(
             getattr(envelope, case), event_id, pipeline_id, occurred_at, envelope.schema_version

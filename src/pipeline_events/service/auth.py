@@ -363,21 +363,28 @@ class AuthGuard(grpc.aio.ServerInterceptor):
 
         return call
 
+    async def _served(
+        self, principal: Principal, responses: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[Any]:
+        """A stream's responses in one of the principal's slots, until its token is revoked."""
+        revoked = self.auth.revoked(principal)
+        try:
+            with self._stream_slot(principal):
+                async for response in _until(revoked, responses):
+                    yield response
+        except RpcError as error:
+            await context.abort_with_status(error.grpc_status())
+        if revoked.is_set():
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked")
+
     def _streaming_response(self, rpc: str, behavior: Any) -> Any:
         async def call(request: Any, context: Any) -> AsyncIterator[Any]:
             try:
                 principal = await self._admit(rpc, request, context)
             except RpcError as error:
                 await context.abort_with_status(error.grpc_status())
-            revoked = self.auth.revoked(principal)
-            try:
-                with self._stream_slot(principal):
-                    async for response in _until(revoked, behavior(request, context)):
-                        yield response
-            except RpcError as error:
-                await context.abort_with_status(error.grpc_status())
-            if revoked.is_set():
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked")
+            async for response in self._served(principal, behavior(request, context), context):
+                yield response
 
         return call
 
@@ -397,15 +404,8 @@ class AuthGuard(grpc.aio.ServerInterceptor):
                         self._publish_allowed(principal, len(request.message.events))
                     yield request
 
-            revoked = self.auth.revoked(principal)
-            try:
-                with self._stream_slot(principal):
-                    async for response in _until(revoked, behavior(checked(), context)):
-                        yield response
-            except RpcError as error:
-                await context.abort_with_status(error.grpc_status())
-            if revoked.is_set():
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token was revoked")
+            async for response in self._served(principal, behavior(checked(), context), context):
+                yield response
 
         return call
 

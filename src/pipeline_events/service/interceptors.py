@@ -267,7 +267,6 @@ class StalledStreams(_CachingInterceptor):
     def __init__(self, seconds: float = DEFAULT_STALLED_STREAM_SECONDS) -> None:
         super().__init__()
         self.seconds = seconds
-        self.ended = 0  # streams ended for not reading, since the start
         self._log = RateLimitedLog()
 
     def wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
@@ -311,7 +310,6 @@ class StalledStreams(_CachingInterceptor):
                         if not stalled:
                             raise  # the client cancelled, or the server stops
                         task.uncancel()
-                        self.ended += 1
                         self._log.warning("%s: ended a stream whose client stopped reading", method)
                         await context.abort_with_status(refusal)
                     finally:
