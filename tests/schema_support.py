@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 
 from adaptive_pipeline.events.v1 import (
     common_pb2,
+    consumer_group_pb2,
     envelope_pb2,
     operational_pb2,
     pipeline_lifecycle_pb2,
@@ -18,6 +19,7 @@ from google.protobuf.descriptor import Descriptor
 
 MODULES = (
     common_pb2,
+    consumer_group_pb2,
     envelope_pb2,
     operational_pb2,
     pipeline_lifecycle_pb2,
@@ -38,3 +40,12 @@ def contract_messages() -> list[Descriptor]:
             yield from walk(descriptor.nested_types)
 
     return [d for module in MODULES for d in walk(module.DESCRIPTOR.message_types_by_name.values())]
+
+
+def test_every_proto_file_is_listed() -> None:
+    """A new .proto file must join MODULES, or the tests over every message miss it."""
+    from pathlib import Path
+
+    proto_dir = Path(__file__).parent.parent / "proto"
+    files = {str(p.relative_to(proto_dir)) for p in proto_dir.rglob("*.proto")}
+    assert files == {module.DESCRIPTOR.name for module in MODULES}

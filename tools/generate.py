@@ -22,7 +22,10 @@ DESCRIPTOR_SET = OUT / "adaptive_pipeline" / "events" / "v1" / "descriptor_set.b
 # part of the schema bundle (tools/bundle.py) and of the wheel.
 SCHEMA_OUT = ROOT / "generated" / "schema"
 VALIDATE_PROTO = "buf/validate/validate.proto"
-SERVICE_FILES = ["adaptive_pipeline/events/v1/service.proto"]
+SERVICE_FILES = [
+    "adaptive_pipeline/events/v1/consumer_group.proto",
+    "adaptive_pipeline/events/v1/service.proto",
+]
 # Dataclasses only: the official bindings own the server, the client stubs,
 # reflection and validation (and the descriptor pool, hence no
 # google_protobuf_descriptors). Without stubs the betterproto layer does not

@@ -18,6 +18,7 @@ from pipeline_events.store import (
     ExpectedState,
     InvalidEventError,
     StoreClosedError,
+    StoreError,
     WrongExpectedRevisionError,
 )
 from pipeline_events.store.base import (
@@ -376,6 +377,45 @@ class EventStoreContract:
         assert await store.head_position() == 20
         kept = await store.load_snapshot("s")
         assert kept is not None and kept.data == bytes([kept.position]) * 1000  # one whole save
+
+    # --- service state --------------------------------------------------------------------
+
+    async def test_state_records_are_set_replaced_removed_and_read_by_prefix(
+        self, store: EventStore
+    ) -> None:
+        assert await store.read_state("group/") == []
+        await store.write_state({"group/a": b"\x00one", "group/b": b"", "parked/a/1": b"p"})
+        await store.write_state({"group/a": b"two" * 100_000, "group/b": None, "missing": None})
+        assert await store.read_state("group/") == [("group/a", b"two" * 100_000)]
+        assert await store.read_state("parked/a/") == [("parked/a/1", b"p")]
+        assert [key for key, _ in await store.read_state("")] == ["group/a", "parked/a/1"]
+        assert await store.head_position() == 0  # beside the log, never in it
+
+    async def test_state_keys_come_back_in_key_order(self, store: EventStore) -> None:
+        keys = [f"parked/g/{position:020d}" for position in (5, 100, 7, 1, 10**12)]
+        await store.write_state({key: key.encode() for key in keys})
+        assert [key for key, _ in await store.read_state("parked/g/")] == sorted(keys)
+        # A prefix is a prefix of the key's characters, not of its path segments.
+        await store.write_state({"parked/gg/1": b"x"})
+        assert len(await store.read_state("parked/g/")) == 5
+        assert len(await store.read_state("parked/g")) == 6
+
+    async def test_a_state_write_with_a_bad_key_changes_nothing(self, store: EventStore) -> None:
+        for bad in ("", "with space", "é", "a" * 513, "star*", "a>b"):
+            with pytest.raises(StoreError):
+                await store.write_state({"good": b"1", bad: b"2"})
+        assert await store.read_state("") == []
+
+    async def test_state_survives_reopening(self, tmp_path: Path) -> None:
+        store = await self.make_store(tmp_path)
+        await store.write_state({"group/kept": b"checkpoint 7", "group/gone": b"x"})
+        await store.write_state({"group/gone": None})
+        await store.close()
+        reopened = await self.make_store(tmp_path)
+        try:
+            assert await reopened.read_state("group/") == [("group/kept", b"checkpoint 7")]
+        finally:
+            await reopened.close()
 
     async def test_a_closed_store_refuses_work(self, tmp_path: Path) -> None:
         store = await self.make_store(tmp_path)

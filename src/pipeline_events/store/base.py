@@ -501,6 +501,20 @@ class Snapshot(NamedTuple):
     data: bytes
 
 
+#: Longest state key; keys are printable ASCII without spaces (they name NATS subjects).
+MAX_STATE_KEY = 512
+_STATE_KEY_CHARACTERS = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/"
+)
+
+
+def check_state_key(key: str) -> str:
+    """`key` if it may name a state record (ASCII letters, digits, `._-/`, at most 512)."""
+    if not key or len(key) > MAX_STATE_KEY or not _STATE_KEY_CHARACTERS.issuperset(key):
+        raise StoreError(f"state key {key[:80]!r}: 1-{MAX_STATE_KEY} of [A-Za-z0-9._/-]")
+    return key
+
+
 class EventStore(abc.ABC):
     """An append-only event log, per aggregate and global. All methods are coroutines."""
 
@@ -579,6 +593,19 @@ class EventStore(abc.ABC):
     @abc.abstractmethod
     async def load_snapshot(self, name: str) -> Snapshot | None:
         """The snapshot `name` saved last (None: there is none)."""
+
+    @abc.abstractmethod
+    async def write_state(self, changes: Mapping[str, bytes | None]) -> None:
+        """Set (bytes) or remove (None) records of the service's own state, all or none.
+
+        State records (consumer groups: their settings, checkpoints and parked events)
+        live beside the log, never in it; unlike snapshots they are not derived, so the
+        store keeps them as durably as its events. Keys are `check_state_key`'s.
+        """
+
+    @abc.abstractmethod
+    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every state record whose key starts with `prefix`, in key order."""
 
     @abc.abstractmethod
     async def close(self) -> None:

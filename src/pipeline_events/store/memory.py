@@ -20,6 +20,7 @@ from pipeline_events.store.base import (
     Snapshot,
     StoreClosedError,
     canonical_uuid,
+    check_state_key,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -40,6 +41,7 @@ class MemoryEventStore(EventStore):
         self._by_id: dict[str, tuple[bytes, Position]] = {}  # event id -> (bytes, position)
         self._by_aggregate: dict[str, list[RecordedEvent]] = {}
         self._snapshots: dict[str, Snapshot] = {}
+        self._state: dict[str, bytes] = {}
         self._signal = HeadSignal()
         self._closed = False
 
@@ -170,6 +172,20 @@ class MemoryEventStore(EventStore):
     async def load_snapshot(self, name: str) -> Snapshot | None:
         self._check_open()
         return self._snapshots.get(name)
+
+    async def write_state(self, changes: Mapping[str, bytes | None]) -> None:
+        self._check_open()
+        for key in changes:
+            check_state_key(key)
+        for key, data in changes.items():
+            if data is None:
+                self._state.pop(key, None)
+            else:
+                self._state[key] = bytes(data)
+
+    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+        self._check_open()
+        return sorted((k, v) for k, v in self._state.items() if k.startswith(prefix))
 
     async def close(self) -> None:
         self._closed = True

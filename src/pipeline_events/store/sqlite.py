@@ -70,6 +70,7 @@ from pipeline_events.store.base import (
     Snapshot,
     StoreClosedError,
     StoreError,
+    check_state_key,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -167,11 +168,20 @@ _V3_SNAPSHOTS = """
     );
 """
 
+_V4_STATE = """
+    -- The service's own state (consumer groups): not derived, kept as the log is.
+    CREATE TABLE service_state (
+        key  TEXT PRIMARY KEY,
+        data BLOB NOT NULL
+    ) WITHOUT ROWID;
+"""
+
 # Migrations by target version; each runs once, in order, in one transaction.
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: lambda connection: _script(connection, _V1),
     2: _to_records,
     3: lambda connection: _script(connection, _V3_SNAPSHOTS),
+    4: lambda connection: _script(connection, _V4_STATE),
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
@@ -940,6 +950,55 @@ class SQLiteEventStore(EventStore):
                 "SELECT position, data FROM snapshots WHERE name = ?", (name,)
             )
             .fetchone()
+        )
+
+    # --- service state ---------------------------------------------------------------------
+
+    async def write_state(self, changes: Mapping[str, bytes | None]) -> None:
+        self._check_open()
+        for key in changes:
+            check_state_key(key)
+        if changes:
+            await asyncio.to_thread(self._write_state, dict(changes))
+
+    def _write_state(self, changes: dict[str, bytes | None]) -> None:
+        """On a worker thread, holding the writer as snapshots do; one transaction."""
+        with self._write_lock:
+            connection = self._connection
+            assert connection is not None
+            connection.execute("BEGIN IMMEDIATE")
+            try:
+                removed = [(key,) for key, data in changes.items() if data is None]
+                kept = [(key, data) for key, data in changes.items() if data is not None]
+                connection.executemany("DELETE FROM service_state WHERE key = ?", removed)
+                connection.executemany(
+                    "INSERT INTO service_state (key, data) VALUES (?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                    kept,
+                )
+                connection.execute("COMMIT")
+            except BaseException:
+                connection.execute("ROLLBACK")
+                raise
+            self._frames += sum(len(data) for _, data in kept) // 4096 + len(changes)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
+            self._loop.call_soon_threadsafe(self._flush)  # appends gathered meanwhile
+
+    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+        self._check_open()
+        rows = await self._read(self._read_state, prefix)
+        return [(bytes(key).decode("ascii"), bytes(data)) for key, data in rows]  # text_factory
+
+    def _read_state(self, prefix: str) -> list[tuple[bytes, bytes]]:
+        # key >= prefix AND key < prefix + U+10FFFF: an index range, with no LIKE escaping.
+        return (
+            self._reader()
+            .execute(  # type: ignore[no-any-return]
+                "SELECT key, data FROM service_state WHERE key >= ? AND key < ? ORDER BY key",
+                (prefix, prefix + "\U0010ffff"),
+            )
+            .fetchall()
         )
 
     async def close(self) -> None:
