@@ -28,6 +28,12 @@ RPC_ROLES = {
     "GetPipelineState": "subscriber",
     "GetProcessingState": "subscriber",
     "ListProcessingRuns": "subscriber",
+    # ConsumerGroupService: members and readers of groups; admin creates, changes,
+    # deletes them and replays or discards their parked events.
+    "Consume": "subscriber",
+    "ListConsumerGroups": "subscriber",
+    "GetConsumerGroup": "subscriber",
+    "ListParkedEvents": "subscriber",
 }
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 TOKEN = re.compile(r"pe_([A-Za-z0-9]{8})_([A-Za-z0-9_-]{32,128})")  # pe_<token id>_<secret>

@@ -27,4 +27,7 @@ class TestNatsEventStore(EventStoreContract):
         self.server = nats_server_module
 
     async def make_store(self, tmp_path: Path) -> EventStore:
-        return await open_store(store_url(self.server))
+        # One stream per test directory, as SQLite keeps one file there: opened again
+        # (test_state_survives_reopening), it is the same store.
+        urls: dict[Path, str] = self.__dict__.setdefault("_urls", {})
+        return await open_store(urls.setdefault(tmp_path, store_url(self.server)))

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from adaptive_pipeline.events.v1 import consumer_group_pb2
 from google.protobuf import duration_pb2
 from google.rpc import code_pb2, error_details_pb2
 
@@ -57,7 +58,14 @@ from pipeline_events.tokens import TOKEN, AuthFileError, Principal, load_princip
 
 _log = logging.getLogger(__name__)
 
-SERVICE = "/adaptive_pipeline.events.v1.EventService/"
+_GROUP_RPCS = frozenset(
+    consumer_group_pb2.DESCRIPTOR.services_by_name["ConsumerGroupService"].methods_by_name
+)
+#: The services whose calls need a token (health and reflection stay open).
+SERVICES = (
+    "/adaptive_pipeline.events.v1.EventService/",
+    "/adaptive_pipeline.events.v1.ConsumerGroupService/",
+)
 #: The principal of the call being served (None: the server takes no tokens). Set by
 #: AuthGuard; the servicer reads it where a request names no pipeline itself (a run).
 CALLER: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("caller", default=None)
@@ -220,6 +228,10 @@ def _pipelines_of(rpc: str, request: Any) -> list[str]:
         return list(message.filter.aggregate_ids) or ["*"]  # unfiltered: every pipeline
     if rpc in ("GetPipelineState", "ListProcessingRuns"):
         return [message.pipeline_id or "*"]
+    if rpc in _GROUP_RPCS:
+        # A group may carry any pipeline's events: only principals allowed every
+        # pipeline use groups.
+        return ["*"]
     return []
 
 
@@ -305,9 +317,9 @@ class AuthGuard(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method = details.method
-        if handler is None or not method.startswith(SERVICE):
+        if handler is None or not method.startswith(SERVICES):
             return handler
-        rpc = method.removeprefix(SERVICE)
+        rpc = method.rpartition("/")[2]
         if handler.request_streaming:
             return grpc.stream_stream_rpc_method_handler(
                 self._streaming_requests(rpc, handler.stream_stream),

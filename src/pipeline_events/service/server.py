@@ -30,6 +30,12 @@ from pipeline_events.service.errors import (
     error_info,
     from_store_error,
 )
+from pipeline_events.service.group_service import (
+    GROUP_SERVICE_NAME,
+    ConsumerGroupService,
+    add_group_service,
+)
+from pipeline_events.service.groups import ConsumerGroups
 from pipeline_events.service.interceptors import (
     DEFAULT_STALLED_STREAM_SECONDS,
     CallLimit,
@@ -131,12 +137,12 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         self.violations: ViolationRecorder | None = None  # set when callers need tokens
         self.max_event_bytes = max_event_bytes
         self.page_bytes = page_bytes
-        self._stopping = asyncio.Event()
+        self.stopping = asyncio.Event()  # set by begin_shutdown: streams end UNAVAILABLE
         self._idle_wake_seconds = idle_wake_seconds
 
     def begin_shutdown(self) -> None:
         """End every subscription (UNAVAILABLE, so clients resume elsewhere)."""
-        self._stopping.set()
+        self.stopping.set()
 
     async def _publish(
         self,
@@ -228,7 +234,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
                 yield message
         except StoreError as error:
             await context.abort_with_status(from_store_error(error).grpc_status())
-        if self._stopping.is_set():
+        if self.stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
     async def _subscription(self, request: service_pb2.SubscribeRequest) -> AsyncIterator[bytes]:
@@ -256,7 +262,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             position = 0
         reported = position  # the last position the client has been told about
         live = False
-        while not self._stopping.is_set():
+        while not self.stopping.is_set():
             page = await self.store.read_all(
                 after_position=position,
                 filter=event_filter,
@@ -285,7 +291,7 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         waiting = asyncio.ensure_future(
             self.store.wait_for_append(position, self._idle_wake_seconds)
         )
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        stopping = asyncio.ensure_future(self.stopping.wait())
         try:
             await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -468,13 +474,15 @@ class RunningServer:
     service: EventService
     health: health.aio.HealthServicer
     call_limit: CallLimit
+    groups: ConsumerGroups
 
     async def stop(self, grace: float = 5.0) -> None:
         """Graceful stop: NOT_SERVING first, end subscriptions, finish in-flight calls."""
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, GROUP_SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.service.begin_shutdown()
         await self.server.stop(grace)
+        await self.groups.close()  # their checkpoints, before the store closes
         if self.service.violations is not None:
             await self.service.violations.close()  # the refusals counted since the last flush
         await self.service.read_models.close()  # its snapshot, before the store closes
@@ -546,12 +554,15 @@ async def start_server(
         store, max_event_bytes=max_event_bytes, page_bytes=min(PAGE_BYTES, max_message_bytes // 2)
     )
     _add_event_service(service, server)
+    groups = ConsumerGroups(store, service.page_bytes)
+    add_group_service(ConsumerGroupService(groups, service.stopping), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if reflection_on:
         reflection.enable_server_reflection(
             (
                 SERVICE_NAME,
+                GROUP_SERVICE_NAME,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
@@ -569,10 +580,11 @@ async def start_server(
     if port == 0:
         raise OSError(f"cannot listen on {listen}: the address is in use or not available")
     await service.read_models.start()  # loads the snapshot; folds the rest in the background
+    await groups.start()  # every group from its stored checkpoint
     if violations is not None:
         await violations.start()
     service.violations = violations
     await server.start()
-    for name in ("", SERVICE_NAME):
+    for name in ("", SERVICE_NAME, GROUP_SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return RunningServer(server, port, service, health_servicer, call_limit)
+    return RunningServer(server, port, service, health_servicer, call_limit, groups)

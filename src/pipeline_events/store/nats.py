@@ -74,6 +74,7 @@ from pipeline_events.store.base import (
     StoreError,
     WrongExpectedRevisionError,
     canonical_uuid,
+    check_state_key,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -102,6 +103,13 @@ _READ_TIMEOUT = 5.0  # a read: retried elsewhere sooner when a node dies mid-req
 _SCAN_BATCH = 1000  # messages per read when a filter drops some
 _SCAN_PAGES = 10  # reads per read_all at most (a sparse filter resumes from scanned_to)
 _STALE_PATIENCE = 3.0  # seconds a read waits for a lagging replica before it says so
+STATE_WRITE = "Pe-State-Write"  # the write (atomic batch) a state message belongs to
+STATE_CHUNKS = "Pe-State-Chunks"  # on a record's first message: how many messages hold it
+STATE_OP = "Pe-State-Op"  # "DEL" on a removal marker
+STATE_PART = "Pe-State-Part"  # "<n>/<messages>": a message's place in its write
+_STATE_MARKER_TTL = "60s"  # how long JetStream keeps a removal marker (Nats-TTL)
+_STATE_PAGE_BYTES = 8 * 1024 * 1024  # bytes per state read page (values are chunks of ~1 MiB)
+_STATE_PATIENCE = 10.0  # seconds read_state retries a view that writes keep changing
 
 
 class StoreUnavailableError(StoreError, ConnectionError):
@@ -192,6 +200,7 @@ class NatsEventStore(EventStore):
         self._signal = HeadSignal()
         self._live: Any = None  # headers-only ordered consumer that wakes wait_for_append
         self._closed = False
+        self._state_checked = False  # whether the state stream is known to be there and right
         # Appends to one aggregate take turns in this process (racing ourselves would only
         # cost retries); appends to others run at once. Other replicas race through JetStream.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -350,9 +359,18 @@ class NatsEventStore(EventStore):
             raise StoreUnavailableError(f"JetStream did not answer: {error!r}") from error
 
     async def _direct_batch(
-        self, start: int, *, batch: int, subject: str, max_bytes: int | None
+        self,
+        start: int,
+        *,
+        batch: int,
+        subject: str,
+        max_bytes: int | None,
+        api: str | None = None,
     ) -> tuple[list[_Message], int]:
-        """Messages from sequence `start` on matching `subject`, and how many remain after them."""
+        """Messages from sequence `start` on matching `subject`, and how many remain after them.
+
+        `api` is the Direct Get subject of another stream (the state's); the log's by default.
+        """
         request: dict[str, Any] = {"seq": max(1, start), "batch": batch, "next_by_subj": subject}
         if max_bytes:
             request["max_bytes"] = max_bytes
@@ -395,7 +413,7 @@ class NatsEventStore(EventStore):
         except ConnectionClosedError as error:
             raise StoreUnavailableError(f"JetStream connection closed: {error!r}") from error
         try:
-            await self._nc.publish(self._api, json.dumps(request).encode(), reply=inbox)
+            await self._nc.publish(api or self._api, json.dumps(request).encode(), reply=inbox)
             try:
                 pending = await asyncio.wait_for(done, _READ_TIMEOUT)
             except TimeoutError as error:
@@ -878,3 +896,326 @@ class NatsEventStore(EventStore):
             raise
         position = int(result.info.description or "0")
         return Snapshot(position, bytes(result.data or b""))
+
+    # --- service state ------------------------------------------------------------------
+
+    @property
+    def state_stream(self) -> str:
+        """The stream of the service's own state records (see `write_state`)."""
+        return f"{self.stream}_STATE"
+
+    @property
+    def _state_base(self) -> str:
+        # `$` is in no event prefix ([A-Za-z0-9_-]) and the stream name is unique in the
+        # account, so these subjects overlap no log's and no other store's state.
+        return f"$PE_STATE.{self.stream}"
+
+    def _state_subject(self, key: str, chunk: int = 0) -> str:
+        token = key.encode("ascii").hex()
+        return (
+            f"{self._state_base}.{token}" if chunk == 0 else f"{self._state_base}.{token}.{chunk}"
+        )
+
+    @property
+    def max_state_chunk(self) -> int:
+        """Bytes of a state value one message holds: the server's max_payload less headers."""
+        return int(self._nc.max_payload) - HEADER_ROOM
+
+    async def _state_ready(self, *, create: bool) -> bool:
+        """Whether the state stream exists (created if `create`); checks the one found."""
+        if self._state_checked:
+            return True
+        subjects = [f"{self._state_base}.>"]
+        for _ in range(2):  # a second round when another replica created it meanwhile
+            try:
+                with _translated(f"reading stream {self.state_stream}"):
+                    info = await self._js.stream_info(self.state_stream)
+            except StoreError as error:
+                if not isinstance(error.__cause__, NotFoundError):
+                    raise
+                if not create:
+                    return False
+                config = js_api.StreamConfig(
+                    name=self.state_stream,
+                    subjects=subjects,
+                    storage=js_api.StorageType.FILE,
+                    num_replicas=self.options.replicas,
+                    max_msgs_per_subject=1,
+                    allow_direct=True,
+                    allow_atomic=True,
+                    allow_msg_ttl=True,
+                    deny_delete=True,
+                )
+                try:
+                    with _translated(f"creating stream {self.state_stream}"):
+                        await self._js.add_stream(config)
+                except StoreError as error:
+                    if getattr(error.__cause__, "err_code", None) == 10058:
+                        continue
+                    raise
+                self._state_checked = True
+                return True
+            found = info.config
+            problems = []
+            if found.subjects != subjects:
+                problems.append(f"subjects {found.subjects} (expected {subjects})")
+            if found.max_msgs_per_subject != 1:
+                problems.append(f"max_msgs_per_subject {found.max_msgs_per_subject} (expected 1)")
+            if not found.allow_direct:
+                problems.append("allow_direct is off")
+            if not found.allow_atomic:
+                problems.append("allow_atomic is off")
+            if not found.allow_msg_ttl:
+                problems.append("allow_msg_ttl is off")
+            if (
+                (found.max_age or 0) > 0
+                or (found.max_msgs or -1) > 0
+                or (found.max_bytes or -1) > 0
+            ):
+                problems.append("limits would delete records (max_age, max_msgs or max_bytes)")
+            if found.retention not in (None, js_api.RetentionPolicy.LIMITS):
+                problems.append(f"retention {found.retention} deletes records")
+            if problems:
+                raise StoreError(
+                    f"stream {self.state_stream} cannot hold the service's state:"
+                    f" {'; '.join(problems)}"
+                )
+            self._state_checked = True
+            return True
+        raise StoreUnavailableError(f"stream {self.state_stream} is being created; try again")
+
+    def _state_messages(
+        self, changes: Mapping[str, bytes | None]
+    ) -> tuple[list[tuple[str, bytes, dict[str, str]]], list[str]]:
+        """The messages of a write, and the keys whose chunk subjects may hold leftovers."""
+        write = uuid.uuid4().hex
+        size = self.max_state_chunk
+        messages: list[tuple[str, bytes, dict[str, str]]] = []
+        leftovers: list[str] = []
+        for key, value in changes.items():
+            if value is None:
+                headers = {STATE_WRITE: write, STATE_OP: "DEL", "Nats-TTL": _STATE_MARKER_TTL}
+                messages.append((self._state_subject(key), b"", headers))
+                leftovers.append(key)
+                continue
+            data = bytes(value)
+            parts = [data[i : i + size] for i in range(0, len(data), size)] or [b""]
+            messages.append(
+                (
+                    self._state_subject(key),
+                    parts[0],
+                    {STATE_WRITE: write, STATE_CHUNKS: str(len(parts))},
+                )
+            )
+            for number, part in enumerate(parts[1:], start=1):
+                messages.append((self._state_subject(key, number), part, {STATE_WRITE: write}))
+            if len(parts) > 1:
+                leftovers.append(key)
+        for number, (_, _, headers) in enumerate(messages, start=1):
+            headers[STATE_PART] = f"{number}/{len(messages)}"
+        return messages, leftovers
+
+    async def _publish_atomic(self, messages: Sequence[tuple[str, bytes, dict[str, str]]]) -> Any:
+        """Publish messages as one JetStream atomic batch (one message: a plain publish).
+
+        Returns the acknowledgement (parsed JSON), an error one included.
+        """
+        batch_id = uuid.uuid4().hex if len(messages) > 1 else None
+        reply: Any = None
+        for number, (subject, data, fields) in enumerate(messages, start=1):
+            headers = dict(fields)
+            if batch_id is not None:
+                headers["Nats-Batch-Id"] = batch_id
+                headers["Nats-Batch-Sequence"] = str(number)
+            if number < len(messages):
+                with _translated("publishing a batch"):
+                    await self._nc.publish(subject, data, headers=headers)
+                continue
+            if batch_id is not None:
+                headers["Nats-Batch-Commit"] = "1"
+            reply = await self._request(subject, data, headers)
+        return json.loads(reply.data or b"{}")
+
+    async def write_state(self, changes: Mapping[str, bytes | None]) -> None:
+        """Set or remove state records in one JetStream atomic batch: all or none.
+
+        Layout: stream `<stream>_STATE` (the log's replicas, file storage, one message
+        per subject), subject `$PE_STATE.<stream>.<hex of the key>` per record. A value
+        larger than one message (the server's max_payload less HEADER_ROOM) is chunked:
+        its first message says how many (`Pe-State-Chunks`) and the rest go to
+        `<record subject>.<n>`, all in the same batch and marked with the write's id
+        (`Pe-State-Write`), so a reader never mixes two writes. A removal is a marker
+        message (`Pe-State-Op: DEL`) in the batch, which JetStream deletes after
+        _STATE_MARKER_TTL (`Nats-TTL`); the chunk subjects a write leaves behind are
+        purged after the batch is stored (not atomic, but superseded data only).
+
+        Raises:
+            StoreError: a bad key (nothing is written), more than MAX_BATCH messages in
+                all (chunks included), or JetStream refused the batch (nothing written).
+            StoreUnavailableError: JetStream did not answer (the write may or may not
+                be stored; writing the same changes again is safe).
+        """
+        self._check_open()
+        for key in changes:
+            check_state_key(key)
+        if not changes:
+            return
+        messages, leftovers = self._state_messages(changes)
+        if len(messages) > MAX_BATCH:
+            raise StoreError(
+                f"a state write of {len(messages)} messages ({len(changes)} records, values"
+                f" chunked by {self.max_state_chunk:,} bytes): JetStream's atomic batch takes"
+                f" at most {MAX_BATCH}"
+            )
+        await self._state_ready(create=True)
+        for attempt in range(_RETRIES):
+            ack = await self._publish_atomic(messages)
+            error = ack.get("error")
+            if not error:
+                break
+            if (
+                int(error.get("err_code", 0)) == _TOO_MANY_INFLIGHT
+                or int(error.get("code", 0)) == 503
+            ):
+                await asyncio.sleep(0.01 * (attempt + 1))
+                continue
+            raise StoreError(
+                f"JetStream refused the state write: {error.get('description', error)}"
+            )
+        else:
+            raise StoreUnavailableError("JetStream stayed too busy for a state write; try again")
+        first = int(ack["seq"]) - len(messages) + 1
+        await self._purge_leftovers(leftovers, first)
+
+    async def _purge_leftovers(self, keys: list[str], before: int) -> None:
+        """Best effort: drop the chunk subjects of `keys` older than sequence `before`."""
+
+        async def purge(key: str) -> None:
+            try:
+                with _translated("purging old state chunks"):
+                    await self._js.purge_stream(
+                        self.state_stream, seq=before, subject=f"{self._state_subject(key)}.*"
+                    )
+            except StoreError as error:  # leftovers are ignored by readers; next time
+                _log.debug("state chunks of %s not purged: %s", key, error)
+
+        for start in range(0, len(keys), 64):
+            await asyncio.gather(*map(purge, keys[start : start + 64]))
+
+    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every record whose key starts with `prefix`, in key order: one consistent view.
+
+        The state stream holds only live messages (one per subject), so reading it by
+        sequence with batched Direct Get up to its last sequence, as the leader reported
+        it, yields the state as of that sequence; unless a write replaced a record or a
+        marker expired meanwhile (or a replica answered from behind), which shows as fewer
+        messages than the leader counted: then it is read again.
+        """
+        self._check_open()
+        if not await self._state_ready(create=False):
+            return []
+        api = f"$JS.API.DIRECT.GET.{self.state_stream}"
+        deadline = time.monotonic() + _STATE_PATIENCE
+        attempt = 0
+        while True:
+            with _translated("reading the state's head"):
+                info = await self._js.stream_info(self.state_stream)
+            last, count = int(info.state.last_seq), int(info.state.messages)
+            if count == 0:
+                return []
+            found: list[_Message] = []
+            start = max(1, int(info.state.first_seq))
+            while True:
+                page, pending = await self._direct_batch(
+                    start,
+                    batch=_SCAN_BATCH,
+                    subject=f"{self._state_base}.>",
+                    max_bytes=_STATE_PAGE_BYTES,
+                    api=api,
+                )
+                found.extend(message for message in page if message.seq <= last)
+                if not page or pending == 0 or page[-1].seq >= last:
+                    break
+                start = page[-1].seq + 1
+            # JetStream stores a committed batch message by message: a view whose last
+            # message is not its write's last is a write being applied.
+            ends = found[-1] if found and found[-1].seq == last else None
+            if len(found) == count and (ends is None or self._ends_write(ends)):
+                view = self._state_view(found, prefix)
+                if view is not None:
+                    records, stale = view
+                    if stale:
+                        await self._purge_stale(stale, last)
+                    return records
+            if time.monotonic() > deadline:
+                raise StoreUnavailableError(
+                    f"stream {self.state_stream} changed during every read for"
+                    f" {_STATE_PATIENCE:.0f} s (or a replica is behind); try again"
+                )
+            attempt += 1
+            await asyncio.sleep(min(0.01 * attempt, 0.2))
+
+    @staticmethod
+    def _ends_write(message: _Message) -> bool:
+        number, _, total = message.headers.get(STATE_PART, "1/1").partition("/")
+        return number == total
+
+    async def _purge_stale(self, stale: dict[str, int], last: int) -> None:
+        """Best effort: drop chunk subjects a write superseded (a shorter value's leftovers).
+
+        `stale` maps a record's subject token to its live first message's sequence (0:
+        none, a removal marker expired): chunks older than that are no record's.
+        """
+
+        async def purge(token: str, before: int) -> None:
+            subject = f"{self._state_base}.{token}.*"
+            try:
+                with _translated("purging old state chunks"):
+                    await self._js.purge_stream(self.state_stream, seq=before, subject=subject)
+            except StoreError as error:
+                _log.debug("old state chunks on %s not purged: %s", subject, error)
+
+        items = list(stale.items())
+        for start in range(0, len(items), 64):
+            await asyncio.gather(
+                *(purge(token, root or last + 1) for token, root in items[start : start + 64])
+            )
+
+    def _state_view(
+        self, found: list[_Message], prefix: str
+    ) -> tuple[list[tuple[str, bytes]], dict[str, int]] | None:
+        """The live records under `prefix` in key order, and the tokens with stale chunks.
+
+        None if a value's chunks are torn (replaced or purged while read: read again).
+        """
+        base = len(self._state_base) + 1
+        wanted = prefix.encode("ascii", "replace").hex()
+        roots: dict[str, _Message] = {}
+        chunks: dict[tuple[str, int], _Message] = {}
+        for message in found:
+            token, _, number = message.subject[base:].partition(".")
+            if not token.startswith(wanted):
+                continue
+            if number:
+                chunks[token, int(number)] = message
+            else:
+                roots[token] = message
+        stale: dict[str, int] = {}  # chunks older than their record's first message
+        for (token, _), chunk in chunks.items():
+            root = roots.get(token)
+            if root is None or chunk.seq < root.seq:
+                stale[token] = 0 if root is None else root.seq
+        records = []
+        for token, root in roots.items():
+            if root.headers.get(STATE_OP) == "DEL":
+                continue
+            write = root.headers.get(STATE_WRITE)
+            parts = [root.data]
+            for index in range(1, int(root.headers.get(STATE_CHUNKS, "1"))):
+                chunk = chunks.get((token, index))
+                if chunk is None or chunk.headers.get(STATE_WRITE) != write:
+                    return None
+                parts.append(chunk.data)
+            records.append((bytes.fromhex(token).decode("ascii"), b"".join(parts)))
+        records.sort()
+        return records, stale
