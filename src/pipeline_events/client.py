@@ -12,6 +12,7 @@ import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Iterable,
     Iterator,
@@ -22,10 +23,24 @@ from dataclasses import dataclass
 from typing import Any, Literal, TypeAlias, TypeVar
 
 import grpc
-from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2, service_pb2_grpc
+from adaptive_pipeline.events.v1 import (
+    consumer_group_pb2,
+    consumer_group_pb2_grpc,
+    envelope_pb2,
+    service_pb2,
+    service_pb2_grpc,
+)
 from google.rpc import error_details_pb2, status_pb2
 
-from pipeline_events import adapter, domain
+from pipeline_events import adapter, consumer, domain
+from pipeline_events.consumer import (
+    GROUP_RPC_METHODS,
+    ConsumerGroup,
+    Delivery,
+    GroupSettings,
+    ParkedEvent,
+    WorkerStats,
+)
 from pipeline_events.errors import DecodeError, PipelineEventsError
 from pipeline_events.projections import messages
 from pipeline_events.projections.pipeline import PipelineState
@@ -750,6 +765,45 @@ class _Cursor:
 ProgressCallback: TypeAlias = Callable[[int], Any]
 
 
+# --- consumer groups (shared by both clients) -----------------------------------------------
+
+
+def _group_request(
+    name: str,
+    start: StartPosition,
+    event_filter: service_pb2.EventFilter,
+    settings: GroupSettings,
+) -> consumer_group_pb2.CreateConsumerGroupRequest:
+    request = consumer_group_pb2.CreateConsumerGroupRequest(
+        name=name, settings=settings.to_proto(event_filter)
+    )
+    if start == "start":
+        request.from_start.SetInParent()
+    elif start == "end":
+        request.from_end.SetInParent()
+    elif isinstance(start, int) and not isinstance(start, bool) and start >= 0:
+        request.after_position = start
+    else:
+        raise ValueError(f"start must be 'start', 'end' or a position >= 0, not {start!r}")
+    return request
+
+
+def _consume_reconnect(
+    target: str, policy: RetryPolicy
+) -> Callable[[grpc.RpcError, int], float | None]:
+    """How long a worker waits to rejoin after its stream failed (None: it raises)."""
+
+    def wait(error: grpc.RpcError, failures: int) -> float | None:
+        return retry_wait(error, failures, policy, _RECONNECTABLE)
+
+    return wait
+
+
+def _check_concurrency(concurrency: int) -> None:
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValueError(f"concurrency must be an int >= 1, not {concurrency!r}")
+
+
 # --- async client ---------------------------------------------------------------------------
 
 
@@ -893,6 +947,13 @@ class AsyncEventClient:
         self._channel = channel
         self._owns_channel = channel is None
         self._stub: service_pb2_grpc.EventServiceStub | None = None
+        self._group_stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub | None = None
+
+    async def _get_group_stub(self) -> consumer_group_pb2_grpc.ConsumerGroupServiceStub:
+        if self._group_stub is None:
+            await self._get_stub()
+            self._group_stub = consumer_group_pb2_grpc.ConsumerGroupServiceStub(self._channel)
+        return self._group_stub
 
     async def _get_stub(self) -> service_pb2_grpc.EventServiceStub:
         # The channel binds to the running loop, so it is opened on first use, not in __init__.
@@ -913,6 +974,7 @@ class AsyncEventClient:
             await self._channel.close()
             self._channel = None
         self._stub = None
+        self._group_stub = None
 
     async def __aenter__(self) -> AsyncEventClient:
         return self
@@ -921,7 +983,7 @@ class AsyncEventClient:
         await self.close()
 
     async def _unary(self, rpc: str, request: Any) -> Any:
-        stub = await self._get_stub()
+        stub = await (self._get_group_stub() if rpc in GROUP_RPC_METHODS else self._get_stub())
         method = getattr(stub, rpc)
         failures = 0
         while True:
@@ -1181,6 +1243,150 @@ class AsyncEventClient:
         """One raw page of ListProcessingRuns (`runs` pages for you)."""
         return await self._unary("ListProcessingRuns", request)
 
+    # --- consumer groups ------------------------------------------------------------------
+
+    async def create_group(
+        self,
+        name: str,
+        *,
+        start: StartPosition = "start",
+        event_types: Iterable[int | str | type[domain.Event]] = (),
+        categories: Iterable[int | str] = (),
+        pipeline_ids: Iterable[str | uuid.UUID] = (),
+        processing_ids: Iterable[str | uuid.UUID] = (),
+        settings: GroupSettings | None = None,
+    ) -> tuple[ConsumerGroup, bool]:
+        """Create a consumer group; (the group, False) when it exists with these settings.
+
+        Args:
+            name: letters, digits, `.`, `_`, `-` (1-200, starting with a letter or digit).
+            start: "start", "end" (events from now on), or a global position to start after;
+                it applies only when the group is created.
+            event_types, categories, pipeline_ids, processing_ids: the group's filter.
+            settings: deliveries, backoff, ack timeout, events in flight per member.
+
+        Raises:
+            ClientError: ALREADY_EXISTS (reason CONSUMER_GROUP_EXISTS) with other settings.
+        """
+        event_filter = _filter(event_types, categories, pipeline_ids, processing_ids)
+        response = await self._unary(
+            "CreateConsumerGroup",
+            _group_request(name, start, event_filter, settings or GroupSettings()),
+        )
+        return ConsumerGroup.from_proto(response.group), response.created
+
+    async def update_group(
+        self,
+        name: str,
+        *,
+        event_types: Iterable[int | str | type[domain.Event]] = (),
+        categories: Iterable[int | str] = (),
+        pipeline_ids: Iterable[str | uuid.UUID] = (),
+        processing_ids: Iterable[str | uuid.UUID] = (),
+        settings: GroupSettings | None = None,
+    ) -> ConsumerGroup:
+        """Replace a group's filter and settings (its checkpoint and parked events stay)."""
+        event_filter = _filter(event_types, categories, pipeline_ids, processing_ids)
+        request = consumer_group_pb2.UpdateConsumerGroupRequest(
+            name=name, settings=(settings or GroupSettings()).to_proto(event_filter)
+        )
+        return ConsumerGroup.from_proto((await self._unary("UpdateConsumerGroup", request)).group)
+
+    async def delete_group(self, name: str) -> None:
+        """Delete a group with its checkpoint and parked events."""
+        await self._unary(
+            "DeleteConsumerGroup", consumer_group_pb2.DeleteConsumerGroupRequest(name=name)
+        )
+
+    async def groups(self) -> list[ConsumerGroup]:
+        """Every consumer group, by name."""
+        response = await self._unary(
+            "ListConsumerGroups", consumer_group_pb2.ListConsumerGroupsRequest()
+        )
+        return [ConsumerGroup.from_proto(group) for group in response.groups]
+
+    async def group(self, name: str) -> ConsumerGroup:
+        """One group and its progress.
+
+        Raises:
+            NotFoundError: no such group.
+        """
+        request = consumer_group_pb2.GetConsumerGroupRequest(name=name)
+        return ConsumerGroup.from_proto((await self._unary("GetConsumerGroup", request)).group)
+
+    async def parked(self, group: str, *, limit: int | None = None) -> list[ParkedEvent]:
+        """A group's parked events in position order (every one, or the first `limit`)."""
+        found: list[ParkedEvent] = []
+        after = 0
+        while limit is None or len(found) < limit:
+            request = consumer_group_pb2.ListParkedEventsRequest(
+                group=group,
+                after_position=after,
+                limit=1000 if limit is None else min(limit - len(found), 1000),
+            )
+            response = await self._unary("ListParkedEvents", request)
+            found.extend(
+                ParkedEvent.from_proto(p, RecordedEvent.from_proto) for p in response.events
+            )
+            after = response.next_after_position
+            if not after:
+                break
+        return found
+
+    async def replay_parked(self, group: str, event_ids: Iterable[str] = ()) -> int:
+        """Give parked events (all, or the ones named) back to the group; how many."""
+        request = consumer_group_pb2.ReplayParkedEventsRequest(
+            group=group, event_ids=consumer.ids_of(event_ids)
+        )
+        return (await self._unary("ReplayParkedEvents", request)).replayed  # type: ignore[no-any-return]
+
+    async def discard_parked(self, group: str, event_ids: Iterable[str] = ()) -> int:
+        """Drop parked events (all, or the ones named) for good; how many."""
+        request = consumer_group_pb2.DiscardParkedEventsRequest(
+            group=group, event_ids=consumer.ids_of(event_ids)
+        )
+        return (await self._unary("DiscardParkedEvents", request)).discarded  # type: ignore[no-any-return]
+
+    async def consume(
+        self,
+        group: str,
+        handler: Callable[[Delivery], Awaitable[Any]],
+        *,
+        concurrency: int = 1,
+        max_in_flight: int = 0,
+        member_name: str = "",
+        stop: asyncio.Event | None = None,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT,
+    ) -> WorkerStats:
+        """Handle a group's events until `stop` is set (or the task is cancelled).
+
+        Each delivery is given to `handler` (at most `concurrency` at once). Returning acks
+        it; raising nacks it with the exception's text, to be retried after the group's
+        backoff and parked after its max deliveries; `consumer.ParkEvent` parks it now and
+        `consumer.SkipEvent` drops it. On stop, the handlers running finish and their
+        answers are sent before the stream closes. A lost connection rejoins (`reconnect`);
+        what was not acknowledged is delivered again.
+
+        Raises:
+            NotFoundError: no such group (also when it is deleted while consuming).
+        """
+        _check_concurrency(concurrency)
+        stub = await self._get_group_stub()
+        stats = WorkerStats()
+        try:
+            return await consumer.run_async_worker(
+                lambda requests: stub.Consume(requests, metadata=self.metadata),
+                consumer._start(group, max_in_flight, member_name),
+                handler,
+                concurrency=concurrency,
+                stop=stop or asyncio.Event(),
+                wrap=RecordedEvent.from_proto,
+                reconnect_wait=_consume_reconnect(self.target, reconnect),
+                stats=stats,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error, target=self.target, rpc="Consume") from error
+
 
 # --- state queries (shared by both clients) -------------------------------------------------
 
@@ -1413,6 +1619,7 @@ class EventClient:
                 channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
         self._channel = channel
         self._stub = service_pb2_grpc.EventServiceStub(channel)
+        self._group_stub = consumer_group_pb2_grpc.ConsumerGroupServiceStub(channel)
 
     def close(self) -> None:
         """Close the channel if the client opened it."""
@@ -1426,7 +1633,7 @@ class EventClient:
         self.close()
 
     def _unary(self, rpc: str, request: Any) -> Any:
-        method = getattr(self._stub, rpc)
+        method = getattr(self._group_stub if rpc in GROUP_RPC_METHODS else self._stub, rpc)
         failures = 0
         while True:
             try:
@@ -1594,21 +1801,143 @@ class EventClient:
         """One raw page of ListProcessingRuns (see AsyncEventClient.list_processing_runs)."""
         return self._unary("ListProcessingRuns", request)
 
+    # --- consumer groups (see AsyncEventClient for the arguments) -------------------------
+
+    def create_group(
+        self,
+        name: str,
+        *,
+        start: StartPosition = "start",
+        event_types: Iterable[int | str | type[domain.Event]] = (),
+        categories: Iterable[int | str] = (),
+        pipeline_ids: Iterable[str | uuid.UUID] = (),
+        processing_ids: Iterable[str | uuid.UUID] = (),
+        settings: GroupSettings | None = None,
+    ) -> tuple[ConsumerGroup, bool]:
+        """Create a consumer group; (the group, False) when it exists with these settings."""
+        event_filter = _filter(event_types, categories, pipeline_ids, processing_ids)
+        response = self._unary(
+            "CreateConsumerGroup",
+            _group_request(name, start, event_filter, settings or GroupSettings()),
+        )
+        return ConsumerGroup.from_proto(response.group), response.created
+
+    def update_group(
+        self,
+        name: str,
+        *,
+        event_types: Iterable[int | str | type[domain.Event]] = (),
+        categories: Iterable[int | str] = (),
+        pipeline_ids: Iterable[str | uuid.UUID] = (),
+        processing_ids: Iterable[str | uuid.UUID] = (),
+        settings: GroupSettings | None = None,
+    ) -> ConsumerGroup:
+        """Replace a group's filter and settings (its checkpoint and parked events stay)."""
+        event_filter = _filter(event_types, categories, pipeline_ids, processing_ids)
+        request = consumer_group_pb2.UpdateConsumerGroupRequest(
+            name=name, settings=(settings or GroupSettings()).to_proto(event_filter)
+        )
+        return ConsumerGroup.from_proto(self._unary("UpdateConsumerGroup", request).group)
+
+    def delete_group(self, name: str) -> None:
+        """Delete a group with its checkpoint and parked events."""
+        self._unary("DeleteConsumerGroup", consumer_group_pb2.DeleteConsumerGroupRequest(name=name))
+
+    def groups(self) -> list[ConsumerGroup]:
+        """Every consumer group, by name."""
+        response = self._unary("ListConsumerGroups", consumer_group_pb2.ListConsumerGroupsRequest())
+        return [ConsumerGroup.from_proto(group) for group in response.groups]
+
+    def group(self, name: str) -> ConsumerGroup:
+        """One group and its progress (NotFoundError: no such group)."""
+        request = consumer_group_pb2.GetConsumerGroupRequest(name=name)
+        return ConsumerGroup.from_proto(self._unary("GetConsumerGroup", request).group)
+
+    def parked(self, group: str, *, limit: int | None = None) -> list[ParkedEvent]:
+        """A group's parked events in position order (every one, or the first `limit`)."""
+        found: list[ParkedEvent] = []
+        after = 0
+        while limit is None or len(found) < limit:
+            request = consumer_group_pb2.ListParkedEventsRequest(
+                group=group,
+                after_position=after,
+                limit=1000 if limit is None else min(limit - len(found), 1000),
+            )
+            response = self._unary("ListParkedEvents", request)
+            found.extend(
+                ParkedEvent.from_proto(p, RecordedEvent.from_proto) for p in response.events
+            )
+            after = response.next_after_position
+            if not after:
+                break
+        return found
+
+    def replay_parked(self, group: str, event_ids: Iterable[str] = ()) -> int:
+        """Give parked events (all, or the ones named) back to the group; how many."""
+        request = consumer_group_pb2.ReplayParkedEventsRequest(
+            group=group, event_ids=consumer.ids_of(event_ids)
+        )
+        return self._unary("ReplayParkedEvents", request).replayed  # type: ignore[no-any-return]
+
+    def discard_parked(self, group: str, event_ids: Iterable[str] = ()) -> int:
+        """Drop parked events (all, or the ones named) for good; how many."""
+        request = consumer_group_pb2.DiscardParkedEventsRequest(
+            group=group, event_ids=consumer.ids_of(event_ids)
+        )
+        return self._unary("DiscardParkedEvents", request).discarded  # type: ignore[no-any-return]
+
+    def consume(
+        self,
+        group: str,
+        handler: Callable[[Delivery], Any],
+        *,
+        concurrency: int = 1,
+        max_in_flight: int = 0,
+        member_name: str = "",
+        stop: threading.Event | None = None,
+        reconnect: RetryPolicy = DEFAULT_RECONNECT,
+    ) -> WorkerStats:
+        """Handle a group's events on `concurrency` threads until `stop` is set.
+
+        As AsyncEventClient.consume: returning acks, raising nacks (ParkEvent parks,
+        SkipEvent drops); on stop the running handlers finish and answer first.
+        """
+        _check_concurrency(concurrency)
+        stats = WorkerStats()
+        try:
+            return consumer.run_sync_worker(
+                lambda requests: self._group_stub.Consume(requests, metadata=self.metadata),
+                consumer._start(group, max_in_flight, member_name),
+                handler,
+                concurrency=concurrency,
+                stop=stop or threading.Event(),
+                wrap=RecordedEvent.from_proto,
+                reconnect_wait=_consume_reconnect(self.target, reconnect),
+                stats=stats,
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error, target=self.target, rpc="Consume") from error
+
 
 __all__ = [
     "DEFAULT_RECONNECT",
     "DEFAULT_RETRY",
+    "GROUP_RPC_METHODS",
     "RPC_METHODS",
     "AsyncEventClient",
     "AsyncSubscription",
     "ClientError",
+    "ConsumerGroup",
     "DeadlineExceededError",
+    "Delivery",
     "DuplicateEventError",
     "EventClient",
     "ExpectedState",
     "FieldViolation",
+    "GroupSettings",
     "InvalidArgumentError",
     "NotFoundError",
+    "ParkedEvent",
     "PermissionDeniedError",
     "Position",
     "ProjectionBehindError",
@@ -1621,6 +1950,7 @@ __all__ = [
     "ServiceUnavailableError",
     "Subscription",
     "UnimplementedError",
+    "WorkerStats",
     "WrongExpectedRevisionError",
     "error_from_rpc",
     "make_error",

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pipeline_events.store import StoreError, open_store
-from pipeline_events.store.nats import MAX_BATCH, NatsEventStore
+from pipeline_events.store.nats import MAX_BATCH, NatsEventStore, StoreUnavailableError
 from tests.nats.test_store_contract import store_url
-from tests.nats_support import NatsServer
+from tests.nats_support import NatsServer, start_cluster, stop_all, wait_for_stream_leader
 
 
 @pytest.fixture
@@ -71,12 +74,17 @@ async def test_a_refused_batch_changes_nothing(
 async def test_too_many_messages_for_one_batch_are_refused_before_writing(
     store: NatsEventStore,
 ) -> None:
+    await store.write_state({"k/before": b"1"})
     with pytest.raises(StoreError, match="at most 1000"):
         await store.write_state({f"k/{n:05d}": b"v" for n in range(MAX_BATCH + 1)})
-    chunk = store.max_state_chunk
-    with pytest.raises(StoreError, match="at most 1000"):  # chunks count too
-        await store.write_state({"k/a": b"x" * chunk * 500, "k/b": b"y" * (chunk * 500 + 1)})
-    assert await store.read_state("") == []
+    changes: dict[str, bytes | None] = {f"k/{n:05d}": None for n in range(MAX_BATCH - 1)}
+    changes["k/before"] = b"x" * (store.max_state_chunk + 1)  # two messages: 1001 in all
+    with pytest.raises(StoreError, match="1001 messages"):  # chunks count too
+        await store.write_state(changes)
+    assert await store.read_state("") == [("k/before", b"1")]
+    del changes["k/00000"]  # exactly 1000: one batch still
+    await store.write_state(changes)
+    assert await store.read_state("") == [("k/before", changes["k/before"])]
 
 
 async def test_thousands_of_records_come_back_in_key_order(store: NatsEventStore) -> None:
@@ -131,9 +139,11 @@ async def test_a_reader_never_sees_half_a_write(store: NatsEventStore) -> None:
 async def test_stores_sharing_a_server_keep_their_state_apart(
     nats_server_module: NatsServer,
 ) -> None:
-    one = await open_store(store_url(nats_server_module))
-    two = await open_store(store_url(nats_server_module, prefix="shared"))
-    three = await open_store(store_url(nats_server_module, prefix="shared"))
+    # Prefixes that a state subject built from the prefix (`<prefix>_state.>`) would mix up.
+    name = uuid.uuid4().hex[:8]
+    one = await open_store(store_url(nats_server_module, prefix=f"p{name}"))
+    two = await open_store(store_url(nats_server_module, prefix=f"p{name}_state"))
+    three = await open_store(store_url(nats_server_module))
     try:
         await one.write_state({"group/g": b"one"})
         await two.write_state({"group/g": b"two"})
@@ -144,3 +154,39 @@ async def test_stores_sharing_a_server_keep_their_state_apart(
     finally:
         for store in (one, two, three):
             await store.close()
+
+
+async def test_state_has_the_logs_replicas_and_outlives_a_node(tmp_path: Path) -> None:
+    name = uuid.uuid4().hex[:12]
+    servers = start_cluster(tmp_path / "nats", nodes=3)
+    try:
+        hosts = [s.url.removeprefix("nats://") for s in servers]
+        query = f"stream=S{name}&prefix=p{name}&replicas=3"
+        writer = await open_store(f"nats://{hosts[0]}?{query}")
+        assert isinstance(writer, NatsEventStore)
+        big = b"r" * (int(writer._nc.max_payload) * 3 // 2)
+        try:
+            await writer.write_state({"group/g": b"settings", "parked/g/1": big})
+            info = await writer._js.stream_info(writer.state_stream)
+            assert info.config.num_replicas == 3
+        finally:
+            await writer.close()
+        leader = await wait_for_stream_leader(servers[1].url, f"S{name}_STATE")
+        next(s for s in servers if s.name == leader).kill()
+        others = ",".join(h for s, h in zip(servers, hosts, strict=True) if s.name != leader)
+        reader = await open_store(f"nats://{others}?{query}")
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # a new stream leader is elected
+                try:
+                    found = await reader.read_state("")
+                    break
+                except StoreUnavailableError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+            assert found == [("group/g", b"settings"), ("parked/g/1", big)]
+        finally:
+            await reader.close()
+    finally:
+        stop_all(servers)

@@ -59,7 +59,8 @@ DEFAULT_MAX_DELIVERIES = 5
 DEFAULT_BACKOFF_MS = (1_000, 5_000, 30_000)
 DEFAULT_ACK_TIMEOUT_MS = 30_000
 DEFAULT_MAX_IN_FLIGHT = 100
-#: Events read and not yet done, per group, at most: what memory a stuck event can cost.
+#: Events a group reads past its oldest event not done, at most: what memory one stuck
+#: event (failing with a long backoff) can cost, and how far the others may run ahead.
 MAX_OUTSTANDING = 10_000
 READ_PAGE = 500  # events per store read
 CHECKPOINT_SECONDS = 0.2  # the stored checkpoint lags the live one by about this much
@@ -207,8 +208,11 @@ class GroupRuntime:
         self.order: deque[int] = deque()  # positions read, oldest first (not replayed ones)
         self.by_id: dict[str, Outstanding] = {}
         self.ready: deque[Outstanding] = deque()
-        self.retries: list[tuple[float, int, Outstanding]] = []  # (due, turn, event) heap
-        self.timeouts: list[tuple[float, int, Outstanding]] = []  # (deadline, turn, event)
+        # Heaps of (when, tie-breaker, turn, event): a timer whose turn is no longer the
+        # event's is stale and skipped.
+        self.retries: list[tuple[float, int, int, Outstanding]] = []
+        self.timeouts: list[tuple[float, int, int, Outstanding]] = []
+        self._ties = itertools.count()
         self.members: dict[str, Member] = {}
         self.writes: dict[str, bytes | None] = {}  # state changes not stored yet
         self.parkings: list[domain.DomainEvent] = []  # their events, appended with them
@@ -246,7 +250,9 @@ class GroupRuntime:
         shown.checkpoint = self.checkpoint
         shown.head = self.head
         shown.in_flight = sum(len(m.held) for m in self.members.values())
-        shown.waiting_retry = sum(1 for _, turn, o in self.retries if o.turn == turn and not o.done)
+        shown.waiting_retry = sum(
+            1 for _, _, turn, o in self.retries if o.turn == turn and not o.done
+        )
         shown.parked = len(self.parked)
         shown.members = len(self.members)
         return shown
@@ -324,6 +330,9 @@ class GroupRuntime:
             except StoreError as error:
                 _log.warning("consumer group %s: %s (retrying in 1 s)", self.name, error)
                 await asyncio.sleep(1.0)
+            except Exception:  # a bug must not freeze the group silently
+                _log.exception("consumer group %s: dispatcher failed (retrying in 1 s)", self.name)
+                await asyncio.sleep(1.0)
 
     async def _step(self, loop: asyncio.AbstractEventLoop) -> None:
         self.wake.clear()
@@ -331,8 +340,9 @@ class GroupRuntime:
         self._expire(now)
         self._due_retries(now)
         room = sum(max(m.room, 0) for m in self.members.values())
-        if room > len(self.ready) and len(self.outstanding) < MAX_OUTSTANDING:
-            await self._read(min(READ_PAGE, MAX_OUTSTANDING - len(self.outstanding)))
+        ahead = len(self.order)  # events read since the oldest one not done
+        if room > len(self.ready) and ahead < MAX_OUTSTANDING:
+            await self._read(min(READ_PAGE, MAX_OUTSTANDING - ahead))
         self._dispatch(now)
         self._advance()
         moved = self.checkpoint != self.stored_checkpoint
@@ -377,7 +387,7 @@ class GroupRuntime:
                 item.attempts.append(
                     pb.DeliveryAttempt(delivered_at=_now_timestamp(), member=member.name)
                 )
-                heapq.heappush(self.timeouts, (item.deadline, item.turn, item))
+                heapq.heappush(self.timeouts, (item.deadline, next(self._ties), item.turn, item))
                 member.held[item.position] = item
                 member.unsent.append(item)
                 member.wake.set()
@@ -386,7 +396,7 @@ class GroupRuntime:
 
     def _expire(self, now: float) -> None:
         while self.timeouts and self.timeouts[0][0] <= now:
-            _, turn, item = heapq.heappop(self.timeouts)
+            _, _, turn, item = heapq.heappop(self.timeouts)
             if item.turn == turn and item.member is not None and not item.done:
                 self._release(item, "ack timeout")
                 self._failed(item, "ack timeout")
@@ -394,7 +404,7 @@ class GroupRuntime:
     def _due_retries(self, now: float) -> None:
         due = []
         while self.retries and self.retries[0][0] <= now:
-            _, turn, item = heapq.heappop(self.retries)
+            _, _, turn, item = heapq.heappop(self.retries)
             if item.turn == turn and not item.done:
                 due.append(item)
         self.ready.extendleft(reversed(due))  # before new events: the checkpoint moves on
@@ -449,7 +459,7 @@ class GroupRuntime:
             self.ready.appendleft(item)
         else:
             due = asyncio.get_running_loop().time() + delay
-            heapq.heappush(self.retries, (due, item.turn, item))
+            heapq.heappush(self.retries, (due, next(self._ties), item.turn, item))
 
     def _done(self, item: Outstanding) -> None:
         if item.done:

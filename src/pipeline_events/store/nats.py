@@ -29,6 +29,11 @@ log, so a page costs one request once known.
 
 Snapshots (the read models') are objects in a JetStream object store bucket
 `<stream>_SNAPSHOTS`.
+
+The service's own state (`write_state`/`read_state`) is a second stream,
+`<stream>_STATE`, with the log's replicas: one message per subject
+`$PE_STATE.<stream>.<hex of the key>` (values beyond max_payload chunked, within
+the write's one atomic batch); see `write_state`.
 """
 
 from __future__ import annotations
@@ -1046,8 +1051,11 @@ class NatsEventStore(EventStore):
         `<record subject>.<n>`, all in the same batch and marked with the write's id
         (`Pe-State-Write`), so a reader never mixes two writes. A removal is a marker
         message (`Pe-State-Op: DEL`) in the batch, which JetStream deletes after
-        _STATE_MARKER_TTL (`Nats-TTL`); the chunk subjects a write leaves behind are
-        purged after the batch is stored (not atomic, but superseded data only).
+        _STATE_MARKER_TTL (`Nats-TTL`). Chunks a write supersedes are purged after the
+        batch is stored (a removed or chunked record's, by the writer; a record made
+        shorter, by the next read_state that sees them): not atomic, but only data no
+        record holds any more, which readers ignore meanwhile. At most MAX_BATCH
+        messages per write: larger writes are refused, never split.
 
         Raises:
             StoreError: a bad key (nothing is written), more than MAX_BATCH messages in
@@ -1060,13 +1068,15 @@ class NatsEventStore(EventStore):
             check_state_key(key)
         if not changes:
             return
-        messages, leftovers = self._state_messages(changes)
-        if len(messages) > MAX_BATCH:
+        size = self.max_state_chunk
+        count = sum(1 if v is None else max(1, -(-len(v) // size)) for v in changes.values())
+        if count > MAX_BATCH:
             raise StoreError(
-                f"a state write of {len(messages)} messages ({len(changes)} records, values"
+                f"a state write of {count} messages ({len(changes)} records, values"
                 f" chunked by {self.max_state_chunk:,} bytes): JetStream's atomic batch takes"
                 f" at most {MAX_BATCH}"
             )
+        messages, leftovers = self._state_messages(changes)
         await self._state_ready(create=True)
         for attempt in range(_RETRIES):
             ack = await self._publish_atomic(messages)
@@ -1201,11 +1211,11 @@ class NatsEventStore(EventStore):
             else:
                 roots[token] = message
         stale: dict[str, int] = {}  # chunks older than their record's first message
-        for (token, _), chunk in chunks.items():
-            root = roots.get(token)
-            if root is None or chunk.seq < root.seq:
-                stale[token] = 0 if root is None else root.seq
-        records = []
+        for (token, _), old in chunks.items():
+            first = roots.get(token)
+            if first is None or old.seq < first.seq:
+                stale[token] = 0 if first is None else first.seq
+        records: list[tuple[str, bytes]] = []
         for token, root in roots.items():
             if root.headers.get(STATE_OP) == "DEL":
                 continue

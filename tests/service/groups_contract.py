@@ -1,0 +1,400 @@
+"""What consumer groups promise, on any store: subclass ConsumerGroupContract per backend.
+
+Every test runs a real server on a loopback port over a real store, and real workers
+(`AsyncEventClient.consume`) or raw Consume streams through the generated stub.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from adaptive_pipeline.events.v1 import consumer_group_pb2 as pb
+from adaptive_pipeline.events.v1 import consumer_group_pb2_grpc
+
+from pipeline_events import domain
+from pipeline_events.client import (
+    AsyncEventClient,
+    ClientError,
+    Delivery,
+    GroupSettings,
+    InvalidArgumentError,
+    NotFoundError,
+)
+from pipeline_events.consumer import ParkEvent, SkipEvent
+from pipeline_events.service import groups
+from pipeline_events.service.server import RunningServer, start_server
+from pipeline_events.store import EventStore
+
+FAST = GroupSettings(max_deliveries=3, backoff=(0.01,), ack_timeout=5.0)
+
+
+def chunk_events(count: int, pipelines: int = 4) -> list[domain.ChunkProcessed]:
+    ids = [uuid.uuid4() for _ in range(pipelines)]
+    run = uuid.uuid4()
+    return [
+        domain.ChunkProcessed.new(ids[n % pipelines], run, uuid.uuid4(), n, 4096, "compression", 1)
+        for n in range(count)
+    ]
+
+
+async def wait_until(condition: Callable[[], Any], what: str, seconds: float = 30.0) -> None:
+    """Poll `condition` (sync or async) until true; fail naming `what` after `seconds`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class Worker:
+    """A consume() task with a handler that records what it was given."""
+
+    def __init__(self, client: AsyncEventClient, group: str, handler: Any = None, **options: Any):
+        self.seen: list[Delivery] = []
+        self.stop = asyncio.Event()
+        self._handler = handler
+
+        async def handle(delivery: Delivery) -> None:
+            self.seen.append(delivery)
+            if self._handler is not None:
+                await self._handler(delivery)
+
+        self.task = asyncio.create_task(client.consume(group, handle, stop=self.stop, **options))
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.event.event_id for d in self.seen]
+
+    async def stopped(self) -> Any:
+        self.stop.set()
+        return await asyncio.wait_for(self.task, 30)
+
+
+class ConsumerGroupContract:
+    """The behaviour every backend's consumer groups share."""
+
+    async def make_store(self, tmp_path: Path) -> EventStore:
+        raise NotImplementedError
+
+    @pytest.fixture
+    async def server(self, tmp_path: Path) -> AsyncIterator[RunningServer]:
+        store = await self.make_store(tmp_path)
+        running = await start_server(store)
+        yield running
+        await running.stop(0)
+        await store.close()
+
+    @pytest.fixture
+    async def client(self, server: RunningServer) -> AsyncIterator[AsyncEventClient]:
+        async with AsyncEventClient(f"127.0.0.1:{server.port}") as client:
+            yield client
+
+    @pytest.fixture
+    async def stub(
+        self, server: RunningServer
+    ) -> AsyncIterator[consumer_group_pb2_grpc.ConsumerGroupServiceStub]:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield consumer_group_pb2_grpc.ConsumerGroupServiceStub(channel)
+
+    # --- sharing, retrying, parking ----------------------------------------------------
+
+    async def test_two_members_share_a_group_and_handle_every_event_once(
+        self, client: AsyncEventClient
+    ) -> None:
+        await client.create_group("shared", settings=FAST)
+        events = chunk_events(600)
+        first = Worker(client, "shared", concurrency=4)
+        second = Worker(client, "shared", concurrency=4)
+        for start in range(0, len(events), 100):
+            await client.publish(events[start : start + 100])
+        expected = {str(e.event_id) for e in events}
+        await wait_until(lambda: len(first.seen) + len(second.seen) >= len(events), "deliveries")
+        stats = [await first.stopped(), await second.stopped()]
+        handled = Counter(first.ids + second.ids)
+        assert set(handled) == expected
+        assert max(handled.values()) == 1, "an event was handled twice"
+        assert first.seen and second.seen, "one member got everything"
+        assert sum(s.acked for s in stats) == len(events)
+        group = await client.group("shared")
+        assert (group.checkpoint, group.in_flight, group.parked) == (group.head, 0, 0)
+        assert all(d.delivery_count == 1 for d in first.seen + second.seen)
+
+    async def test_a_handler_failing_twice_succeeds_on_the_third_delivery(
+        self, client: AsyncEventClient
+    ) -> None:
+        await client.create_group("flaky", settings=FAST)
+        (event,) = chunk_events(1)
+
+        async def flaky(delivery: Delivery) -> None:
+            if delivery.delivery_count < 3:
+                raise RuntimeError(f"attempt {delivery.delivery_count} failed")
+
+        worker = Worker(client, "flaky", flaky)
+        await client.publish([event])
+        await wait_until(lambda: len(worker.seen) == 3, "three deliveries")
+        stats = await worker.stopped()
+        assert [d.delivery_count for d in worker.seen] == [1, 2, 3]
+        assert (stats.failed, stats.acked) == (2, 1)
+        group = await client.group("flaky")
+        assert (group.parked, group.checkpoint) == (0, group.head)
+
+    async def test_an_always_failing_event_is_parked_then_replayed(
+        self, client: AsyncEventClient
+    ) -> None:
+        await client.create_group("poison", settings=FAST)
+        events = chunk_events(5)
+        poison = str(events[2].event_id)
+        healed = False
+
+        async def handler(delivery: Delivery) -> None:
+            if delivery.event.event_id == poison and not healed:
+                raise ValueError("cannot parse the chunk")
+
+        worker = Worker(client, "poison", handler)
+        await client.publish(events)
+        await wait_until(lambda: _parked_count(client, "poison"), "the poison event parked")
+        parked = await client.parked("poison")
+        assert [p.event.event_id for p in parked] == [poison]
+        (entry,) = parked
+        assert entry.deliveries == 3 and len(entry.attempts) == 3
+        assert entry.reason == "ValueError: cannot parse the chunk"
+        assert [a.outcome for a in entry.attempts] == ["ValueError: cannot parse the chunk"] * 3
+        stored = [r for r in await client.read_aggregate(entry.event.pipeline_id)]
+        (original,) = [r for r in stored if r.event_id == poison]
+        assert entry.event == original  # the event as stored: envelope, position, revision
+        group = await client.group("poison")
+        assert group.checkpoint == group.head  # parked counts as done
+        # Parking is recorded as an event on the groups' own pipeline (not delivered).
+        recorded = await client.read_aggregate(groups.GROUPS_PIPELINE)
+        assert [r.event.__class__.__name__ for r in recorded] == [
+            "PipelineCreated",
+            "ResourceExhausted",
+        ]
+        assert poison in recorded[1].event.action_taken
+        assert poison not in [d.event.event_id for d in worker.seen if d.delivery_count > 3]
+        healed = True
+        assert await client.replay_parked("poison") == 1
+        await wait_until(lambda: worker.ids.count(poison) == 4, "the replayed delivery")
+        await wait_until(lambda: _parked_count(client, "poison", 0), "the parked record gone")
+        assert worker.seen[-1].delivery_count == 1  # a fresh count after a replay
+        await worker.stopped()
+        assert await client.parked("poison") == []
+        assert all(d.event.pipeline_id != str(groups.GROUPS_PIPELINE) for d in worker.seen)
+
+    async def test_park_and_skip_from_the_handler_and_discarding(
+        self, client: AsyncEventClient
+    ) -> None:
+        await client.create_group("choices", settings=FAST)
+        events = chunk_events(3)
+        park, skip = str(events[0].event_id), str(events[1].event_id)
+
+        async def handler(delivery: Delivery) -> None:
+            if delivery.event.event_id == park:
+                raise ParkEvent("schema too new")
+            if delivery.event.event_id == skip:
+                raise SkipEvent("not ours")
+
+        worker = Worker(client, "choices", handler)
+        await client.publish(events)
+        await wait_until(lambda: len(worker.seen) == 3, "three deliveries")
+        stats = await worker.stopped()
+        assert (stats.parked, stats.skipped, stats.acked) == (1, 1, 1)
+        (parked,) = await client.parked("choices")
+        assert (parked.event.event_id, parked.reason, parked.deliveries) == (
+            park,
+            "schema too new",
+            1,
+        )
+        assert await client.discard_parked("choices", [str(uuid.uuid4())]) == 0
+        assert await client.discard_parked("choices", [park]) == 1
+        assert await client.parked("choices") == []
+        assert (await client.group("choices")).parked == 0
+
+    async def test_an_unacknowledged_event_is_redelivered_after_the_ack_timeout(
+        self, client: AsyncEventClient, stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub
+    ) -> None:
+        await client.create_group("slow", settings=GroupSettings(ack_timeout=0.2, backoff=(0,)))
+        (event,) = chunk_events(1)
+        await client.publish([event])
+        call = stub.Consume(_requests(pb.ConsumeStart(group="slow")))
+        assert (await call.read()).HasField("started")
+        first = await call.read()
+        second = await call.read()  # never acked: it comes back
+        assert [d.delivery_count for d in first.deliveries.deliveries] == [1]
+        assert [d.delivery_count for d in second.deliveries.deliveries] == [2]
+        call.cancel()
+        await wait_until(lambda: _members(client, "slow", 0), "the member gone")
+
+    # --- members coming and going -------------------------------------------------------
+
+    async def test_a_member_that_leaves_mid_event_has_its_events_redelivered(
+        self, client: AsyncEventClient, stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub
+    ) -> None:
+        await client.create_group("handover", settings=FAST)
+        events = chunk_events(10)
+        await client.publish(events)
+        call = stub.Consume(_requests(pb.ConsumeStart(group="handover", max_in_flight=4)))
+        assert (await call.read()).HasField("started")
+        held = [d.event.envelope.event_id for d in (await call.read()).deliveries.deliveries]
+        assert len(held) == 4
+        other = Worker(client, "handover")
+        await wait_until(lambda: len(other.seen) == 6, "the other member's share")
+        call.cancel()  # the first member goes away holding four events
+        await wait_until(lambda: len(other.seen) == 10, "the four redelivered")
+        await other.stopped()
+        redelivered = {d.event.event_id: d.delivery_count for d in other.seen[6:]}
+        assert redelivered == dict.fromkeys(held, 2)
+        assert Counter(other.ids) == Counter(str(e.event_id) for e in events)
+
+    async def test_deleting_a_group_ends_its_members_with_not_found(
+        self, client: AsyncEventClient
+    ) -> None:
+        await client.create_group("doomed", settings=FAST)
+        worker = Worker(client, "doomed")
+        await wait_until(lambda: _members(client, "doomed", 1), "the member joined")
+        await client.delete_group("doomed")
+        with pytest.raises(NotFoundError):
+            await asyncio.wait_for(worker.task, 30)
+        with pytest.raises(NotFoundError):
+            await client.group("doomed")
+        assert "doomed" not in [g.name for g in await client.groups()]
+
+    async def test_a_stuck_event_bounds_what_the_group_reads_ahead(
+        self, client: AsyncEventClient, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(groups, "MAX_OUTSTANDING", 50)
+        await client.create_group("stuck", settings=GroupSettings(backoff=(600,)))
+        events = chunk_events(200)
+        stuck = str(events[0].event_id)
+
+        async def handler(delivery: Delivery) -> None:
+            if delivery.event.event_id == stuck:
+                raise RuntimeError("stuck for ten minutes")
+
+        worker = Worker(client, "stuck", handler, concurrency=8)
+        await client.publish(events)
+        await wait_until(lambda: len(worker.seen) >= 50, "the first 50")
+        await asyncio.sleep(0.5)  # time to read further, were it not bounded
+        assert len(worker.seen) == 50
+        group = await client.group("stuck")
+        assert (group.waiting_retry, group.checkpoint) == (1, group.start_after)
+        await worker.stopped()
+
+    # --- every input has an answer --------------------------------------------------------
+
+    async def test_bad_requests_are_refused_and_change_nothing(
+        self, client: AsyncEventClient, stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub
+    ) -> None:
+        for name in ("", "-leading", "has space", "slash/no", "é", "a" * 201):
+            with pytest.raises(InvalidArgumentError):
+                await client.create_group(name)
+        with pytest.raises(InvalidArgumentError):
+            await client.create_group("g", settings=GroupSettings(max_deliveries=1001))
+        with pytest.raises(ValueError, match="start"):
+            await client.create_group("g", start=-1)
+        _, created = await client.create_group("g", settings=FAST)
+        assert created
+        again, created = await client.create_group("g", start="end", settings=FAST)
+        assert not created and again.name == "g"
+        with pytest.raises(ClientError) as exists:
+            await client.create_group("g", settings=GroupSettings(max_deliveries=9))
+        assert exists.value.code == grpc.StatusCode.ALREADY_EXISTS
+        assert exists.value.reason == "CONSUMER_GROUP_EXISTS"
+        for missing in (client.group("nope"), client.delete_group("nope"), client.parked("nope")):
+            with pytest.raises(NotFoundError):
+                await missing
+        assert [g.name for g in await client.groups()] == ["g"]
+
+        async def status_of(*requests: pb.ConsumeRequest) -> grpc.StatusCode:
+            call = stub.Consume(_listing(requests))
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                while True:
+                    await call.read()
+            return refused.value.code()
+
+        start = pb.ConsumeRequest(start=pb.ConsumeStart(group="g"))
+        ack = pb.ConsumeRequest(ack=pb.Ack(event_ids=[str(uuid.uuid4())]))
+        assert await status_of(ack) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (
+            await status_of(pb.ConsumeRequest(start=pb.ConsumeStart(group="nope")))
+            == grpc.StatusCode.NOT_FOUND
+        )
+        assert await status_of(start, start) == grpc.StatusCode.INVALID_ARGUMENT
+        bad_nack = pb.ConsumeRequest(nack=pb.Nack(event_ids=[str(uuid.uuid4())]))
+        assert await status_of(start, bad_nack) == grpc.StatusCode.INVALID_ARGUMENT
+        not_uuid = pb.ConsumeRequest(ack=pb.Ack(event_ids=["not-a-uuid"]))
+        assert await status_of(start, not_uuid) == grpc.StatusCode.INVALID_ARGUMENT
+        assert (await client.group("g")).members == 0
+
+    async def test_acks_of_unknown_or_foreign_events_change_nothing(
+        self, client: AsyncEventClient, stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub
+    ) -> None:
+        await client.create_group("strict", settings=FAST)
+        (event,) = chunk_events(1)
+        await client.publish([event])
+        queue: asyncio.Queue[pb.ConsumeRequest] = asyncio.Queue()
+        call = stub.Consume(_from_queue(pb.ConsumeStart(group="strict"), queue))
+        assert (await call.read()).HasField("started")
+        delivered = (await call.read()).deliveries.deliveries[0]
+        await queue.put(pb.ConsumeRequest(ack=pb.Ack(event_ids=[str(uuid.uuid4())])))
+        await asyncio.sleep(0.2)
+        assert (await client.group("strict")).in_flight == 1
+        await queue.put(
+            pb.ConsumeRequest(ack=pb.Ack(event_ids=[delivered.event.envelope.event_id]))
+        )
+        await wait_until(lambda: _checkpoint_at_head(client, "strict"), "the ack")
+        call.cancel()
+
+
+def _requests(start: pb.ConsumeStart) -> AsyncIterator[pb.ConsumeRequest]:
+    async def requests() -> AsyncIterator[pb.ConsumeRequest]:
+        yield pb.ConsumeRequest(start=start)
+        await asyncio.Event().wait()  # keep the stream open
+
+    return requests()
+
+
+def _listing(requests: tuple[pb.ConsumeRequest, ...]) -> AsyncIterator[pb.ConsumeRequest]:
+    async def send() -> AsyncIterator[pb.ConsumeRequest]:
+        for request in requests:
+            yield request
+        await asyncio.Event().wait()
+
+    return send()
+
+
+def _from_queue(
+    start: pb.ConsumeStart, queue: asyncio.Queue[pb.ConsumeRequest]
+) -> AsyncIterator[pb.ConsumeRequest]:
+    async def send() -> AsyncIterator[pb.ConsumeRequest]:
+        yield pb.ConsumeRequest(start=start)
+        while True:
+            yield await queue.get()
+
+    return send()
+
+
+async def _parked_count(client: AsyncEventClient, name: str, count: int = 1) -> bool:
+    return (await client.group(name)).parked == count
+
+
+async def _members(client: AsyncEventClient, name: str, count: int) -> bool:
+    return (await client.group(name)).members == count
+
+
+async def _checkpoint_at_head(client: AsyncEventClient, name: str) -> bool:
+    group = await client.group(name)
+    return group.checkpoint == group.head and group.in_flight == 0
