@@ -16,9 +16,9 @@ from typing import Any
 import grpc
 import pytest
 from adaptive_pipeline.events.v1 import consumer_group_pb2 as pb
-from adaptive_pipeline.events.v1 import consumer_group_pb2_grpc
+from adaptive_pipeline.events.v1 import consumer_group_pb2_grpc, envelope_pb2, service_pb2
 
-from pipeline_events import domain
+from pipeline_events import adapter, domain
 from pipeline_events.client import (
     AsyncEventClient,
     ClientError,
@@ -30,6 +30,7 @@ from pipeline_events.client import (
 from pipeline_events.consumer import ParkEvent, SkipEvent
 from pipeline_events.service import groups
 from pipeline_events.service.server import RunningServer, start_server
+from pipeline_events.service.wire import field_bytes, length_delimited
 from pipeline_events.store import EventStore
 
 FAST = GroupSettings(max_deliveries=3, backoff=(0.01,), ack_timeout=5.0)
@@ -292,6 +293,47 @@ class ConsumerGroupContract:
         group = await client.group("stuck")
         assert (group.waiting_retry, group.checkpoint) == (1, group.start_after)
         await worker.stopped()
+
+    async def test_events_are_delivered_and_parked_byte_for_byte_as_sent(
+        self, client: AsyncEventClient, server: RunningServer
+    ) -> None:
+        await client.create_group("exact", settings=GroupSettings(max_deliveries=1))
+        envelope = adapter.to_envelope(chunk_events(1)[0])
+        envelope.metadata.update({"b": "2", "a": "1"})
+        event_id = envelope.event_id
+        # The event id written last: the same message, bytes no serializer writes.
+        rest = envelope_pb2.EventEnvelope()
+        rest.CopyFrom(envelope)
+        rest.ClearField("event_id")
+        sent = (
+            rest.SerializeToString()
+            + envelope_pb2.EventEnvelope(event_id=event_id).SerializeToString()
+        )
+        assert sent != envelope.SerializeToString()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            publish = channel.unary_unary(
+                "/adaptive_pipeline.events.v1.EventService/Publish",
+                response_deserializer=service_pb2.PublishResponse.FromString,
+            )
+            await publish(length_delimited(1, sent))
+            consume = channel.stream_stream(
+                "/adaptive_pipeline.events.v1.ConsumerGroupService/Consume",
+                request_serializer=pb.ConsumeRequest.SerializeToString,
+            )
+            call = consume(_requests(pb.ConsumeStart(group="exact")))
+            await call.read()  # started
+            delivered = await call.read()
+            (record,) = field_bytes(field_bytes(field_bytes(delivered, 2)[0], 1)[0], 1)
+            assert field_bytes(record, 1) == [sent]
+            call.cancel()
+            await wait_until(lambda: _parked_count(client, "exact"), "parked (member left)")
+            listing = channel.unary_unary(
+                "/adaptive_pipeline.events.v1.ConsumerGroupService/ListParkedEvents",
+                request_serializer=pb.ListParkedEventsRequest.SerializeToString,
+            )
+            answer = await listing(pb.ListParkedEventsRequest(group="exact"))
+            (parked,) = field_bytes(answer, 1)
+            assert field_bytes(field_bytes(parked, 1)[0], 1) == [sent]
 
     # --- every input has an answer --------------------------------------------------------
 

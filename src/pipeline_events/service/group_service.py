@@ -15,6 +15,7 @@ from pipeline_events.service.errors import RpcError, bad_request, from_store_err
 from pipeline_events.service.groups import ConsumerGroups, GroupRuntime, Member
 from pipeline_events.service.interceptors import Undecodable
 from pipeline_events.service.validation import validate
+from pipeline_events.service.wire import length_delimited, varint_field
 from pipeline_events.store import StoreError
 
 GROUP_SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ConsumerGroupService"].full_name
@@ -67,34 +68,38 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
         return await self._answer(context, work())
 
     async def ListConsumerGroups(self, request, context):
-        groups = [self.groups.groups[name].describe() for name in sorted(self.groups.groups)]
-        return pb.ListConsumerGroupsResponse(groups=groups)
+        async def work() -> pb.ListConsumerGroupsResponse:
+            head = await self.groups.store.head_position()
+            runtimes = [self.groups.groups[name] for name in sorted(self.groups.groups)]
+            return pb.ListConsumerGroupsResponse(groups=[r.describe(head) for r in runtimes])
+
+        return await self._answer(context, work())
 
     async def GetConsumerGroup(self, request, context):
         async def work() -> pb.GetConsumerGroupResponse:
             validate(request)
-            return pb.GetConsumerGroupResponse(group=self.groups.get(request.name).describe())
+            runtime = self.groups.get(request.name)
+            head = await self.groups.store.head_position()
+            return pb.GetConsumerGroupResponse(group=runtime.describe(head))
 
         return await self._answer(context, work())
 
-    async def ListParkedEvents(self, request, context):
-        async def work() -> pb.ListParkedEventsResponse:
+    async def ListParkedEvents(self, request, context) -> bytes:
+        async def work() -> bytes:
             validate(request)
             runtime = self.groups.get(request.group)
             limit = request.limit or DEFAULT_PARKED_PAGE
-            records = [
-                (p, data)
-                for p, data in await runtime.parked_records()
-                if p > request.after_position
-            ]
+            after = request.after_position
+            records = [(p, data) for p, data in await runtime.parked_records() if p > after]
             page = records[:limit]
-            # Each ParkedEvent as stored: its event's record is the bytes the store holds.
-            response = pb.ListParkedEventsResponse(
-                events=[pb.ParkedEvent.FromString(data) for _, data in page],
-                next_after_position=page[-1][0] if len(records) > limit else 0,
-                total=len(runtime.parked),
+            more = page[-1][0] if len(records) > limit else 0
+            # ListParkedEventsResponse, written by hand: each ParkedEvent as stored, so its
+            # event is served back exactly as the store holds it.
+            return (
+                b"".join(length_delimited(1, data) for _, data in page)
+                + varint_field(2, more)
+                + varint_field(3, len(runtime.parked))
             )
-            return response
 
         return await self._answer(context, work())
 
@@ -143,7 +148,7 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            runtime.leave(member)
+            runtime.leave(member, counted=not self._stopping.is_set())
         if member.ended is not None and member.ended.code != code_pb2.OK:
             await context.abort_with_status(member.ended.grpc_status())
 
@@ -185,7 +190,8 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
 
 
 def add_group_service(service: ConsumerGroupService, server: grpc.aio.Server) -> None:
-    """Register the service: Consume answers in bytes (the stored records, relayed)."""
+    """Register the service: Consume and ListParkedEvents answer in bytes (the stored
+    records, relayed)."""
     handlers = consumer_group_pb2_grpc.ConsumerGroupServiceServicer  # names checked below
     raw = None  # grpc passes bytes through when a serializer is None
     methods = pb.DESCRIPTOR.services_by_name["ConsumerGroupService"].methods
@@ -197,6 +203,10 @@ def add_group_service(service: ConsumerGroupService, server: grpc.aio.Server) ->
         assert getattr(handlers, method.name, None) is not None
         if method.name == "Consume":
             table[method.name] = grpc.stream_stream_rpc_method_handler(
+                behavior, request_type.FromString, raw
+            )
+        elif method.name == "ListParkedEvents":
+            table[method.name] = grpc.unary_unary_rpc_method_handler(
                 behavior, request_type.FromString, raw
             )
         else:

@@ -244,7 +244,9 @@ class GroupRuntime:
 
     # --- what callers see -------------------------------------------------------------
 
-    def describe(self) -> pb.ConsumerGroup:
+    def describe(self, head: int = 0) -> pb.ConsumerGroup:
+        """The group with its progress; `head`: the log's head if the caller knows it."""
+        self.head = max(self.head, head)
         shown = pb.ConsumerGroup()
         shown.CopyFrom(self.record)
         shown.checkpoint = self.checkpoint
@@ -265,11 +267,20 @@ class GroupRuntime:
         self.wake.set()
         return member
 
-    def leave(self, member: Member) -> None:
-        """The member's stream ended: what it held goes to the others."""
+    def leave(self, member: Member, *, counted: bool = True) -> None:
+        """The member's stream ended: what it held goes to the others.
+
+        `counted` False (the server is stopping): its deliveries are not held against
+        the events, so a restart never parks an event.
+        """
         if self.members.pop(member.id, None) is None:
             return
         for item in list(member.held.values()):
+            if not counted:
+                self._release(item, "server stopped")
+                item.deliveries -= 1
+                self.ready.appendleft(item)
+                continue
             self._release(item, "member left")
             if not item.sent:  # it never reached the member: no delivery
                 item.deliveries -= 1
