@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import uuid
 from pathlib import Path
@@ -107,6 +108,65 @@ def _uuid(text: str) -> str:
         raise argparse.ArgumentTypeError(f"expected a UUID, not {text!r}") from None
 
 
+_GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")  # as the server checks it
+MAX_DELIVERIES = 1000  # the contract's bounds on a group's settings
+MAX_GROUP_IN_FLIGHT = 10_000
+MAX_BACKOFF_STEPS = 32
+MAX_SETTING_SECONDS = 86_400
+
+
+def _group_name(text: str) -> str:
+    if not _GROUP_NAME.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"expected a group name (1-200 of A-Z a-z 0-9 . _ -, starting with a letter or "
+            f"digit), not {text!r}"
+        )
+    return text
+
+
+def _bounded_int(high: int) -> Any:
+    def parse(text: str) -> int:
+        if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= high:
+            raise argparse.ArgumentTypeError(
+                f"expected a whole number from 1 to {high}, not {text!r}"
+            )
+        return int(text)
+
+    return parse
+
+
+def _setting_seconds(text: str, *, zero: bool = False) -> float:
+    """Seconds, to the millisecond, at most a day (0 allowed where `zero`)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    low = 0 if zero else 0.001
+    if not low <= value <= MAX_SETTING_SECONDS:  # NaN and infinity fail too
+        least = "0" if zero else "0.001"
+        raise argparse.ArgumentTypeError(
+            f"expected seconds from {least} to {MAX_SETTING_SECONDS}, not {text!r}"
+        )
+    return value
+
+
+def _ack_timeout(text: str) -> float:
+    return _setting_seconds(text)
+
+
+def _backoff(text: str) -> tuple[float, ...]:
+    """`1,5,30`: the seconds before each redelivery (the last repeats)."""
+    steps = text.split(",")
+    if len(steps) > MAX_BACKOFF_STEPS:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {MAX_BACKOFF_STEPS} comma-separated seconds, not {len(steps)}"
+        )
+    try:
+        return tuple(_setting_seconds(step.strip(), zero=True) for step in steps)
+    except argparse.ArgumentTypeError as error:
+        raise argparse.ArgumentTypeError(f"{error} (in {text!r})") from None
+
+
 def _input_file(text: str) -> str:
     """An existing file, or - for stdin (checked now, so a typo is a usage error)."""
     if text != "-" and os.path.isdir(text):
@@ -159,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tail(commands)
     _add_history(commands)
     _add_state_queries(commands)
+    _add_groups(commands)
+    _add_parked(commands)
     _client_command(
         commands, "status", "show whether the service is up and how many events it holds"
     )
@@ -367,6 +429,104 @@ def _add_state_queries(commands: Any) -> None:
     _min_position(pipeline)
 
 
+def _group_options(command: argparse.ArgumentParser) -> None:
+    """The filter and settings options of `group create` and `group update`."""
+    selection = command.add_argument_group("which events (repeatable; none: every event)")
+    selection.add_argument("--type", action="append", type=_event_type, metavar="NAME",
+                           help="this event type, e.g. ChunkProcessed or chunk_processed")  # fmt: skip
+    selection.add_argument("--category", action="append", type=_category, metavar="NAME",
+                           help="pipeline_lifecycle, processing, stage or operational")  # fmt: skip
+    selection.add_argument("--pipeline", action="append", type=_uuid, metavar="ID",
+                           help="this pipeline's events")  # fmt: skip
+    selection.add_argument("--run", "--processing-id", dest="processing_id", action="append",
+                           type=_uuid, metavar="ID", help="this processing run's events")  # fmt: skip
+    settings = command.add_argument_group("delivery (default: the server's)")
+    settings.add_argument(
+        "--max-deliveries", type=_bounded_int(MAX_DELIVERIES), metavar="N",
+        help=f"deliveries of one event before it is parked, 1-{MAX_DELIVERIES} (server default 5)",
+    )  # fmt: skip
+    settings.add_argument(
+        "--backoff", type=_backoff, metavar="SECONDS[,SECONDS...]",
+        help="the wait before each redelivery, the last repeating (server default 1,5,30)",
+    )  # fmt: skip
+    settings.add_argument(
+        "--ack-timeout", type=_ack_timeout, metavar="SECONDS",
+        help="how long a member may hold an event unacknowledged (server default 30)",
+    )  # fmt: skip
+    settings.add_argument(
+        "--max-in-flight", type=_bounded_int(MAX_GROUP_IN_FLIGHT), metavar="N",
+        help=f"events one member holds unacknowledged at most, 1-{MAX_GROUP_IN_FLIGHT} "
+        "(server default 100)",
+    )  # fmt: skip
+
+
+def _add_groups(commands: Any) -> None:
+    group = commands.add_parser(
+        "group",
+        help="create, list, show, change and delete consumer groups",
+        description="Consumer groups: named subscriptions the server keeps, shared by the "
+        "workers that consume them.",
+    )
+    actions = group.add_subparsers(dest="group_action", required=True, metavar="ACTION")
+    create = _client_command(actions, "create", "create a consumer group (or check that it exists "
+                             "with these settings)")  # fmt: skip
+    create.add_argument("name", type=_group_name)
+    create.add_argument(
+        "--start", type=_start_position, default="start", metavar="start|end|POSITION",
+        help="from the first event (start, the default), only new ones (end), or after POSITION",
+    )  # fmt: skip
+    _group_options(create)
+    _client_command(actions, "list", "list the consumer groups with their progress")
+    info = _client_command(actions, "info", "show one consumer group: progress, filter, settings")
+    info.add_argument("name", type=_group_name)
+    update = _client_command(
+        actions, "update", "change a consumer group's filter or settings (what is not given "
+        "stays; its checkpoint and parked events stay)",
+    )  # fmt: skip
+    update.add_argument("name", type=_group_name)
+    update.add_argument("--every-event", action="store_true",
+                        help="clear the filter first (then --type etc. start from nothing)")  # fmt: skip
+    _group_options(update)
+    delete = _client_command(
+        actions, "delete", "delete a consumer group with its checkpoint and parked events"
+    )
+    delete.add_argument("name", type=_group_name)
+
+
+def _add_parked(commands: Any) -> None:
+    parked = commands.add_parser(
+        "parked",
+        help="list, replay or discard a consumer group's parked events",
+        description="Events a consumer group gave up on (after its max deliveries), kept "
+        "until replayed or discarded.",
+    )
+    actions = parked.add_subparsers(dest="parked_action", required=True, metavar="ACTION")
+    listing = _client_command(actions, "list", "list a group's parked events, in position order")
+    listing.add_argument("group", type=_group_name)
+    listing.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N")
+    replay = _client_command(
+        actions, "replay", "give parked events back to the group (the ones named, or all)"
+    )
+    replay.add_argument("group", type=_group_name)
+    replay.add_argument("event_ids", nargs="*", type=_uuid, metavar="EVENT_ID",
+                        help="the events to replay (none: every parked event)")  # fmt: skip
+    discard = _client_command(
+        actions, "discard", "drop parked events for good (the ones named, or all with --all)"
+    )
+    discard.add_argument("group", type=_group_name)
+    discard.add_argument("event_ids", nargs="*", type=_uuid, metavar="EVENT_ID",
+                         help="the events to discard")  # fmt: skip
+    discard.add_argument("--all", action="store_true", help="discard every parked event")
+
+    def check(args: argparse.Namespace) -> None:
+        if not args.event_ids and not args.all:
+            discard.error("name the events to discard, or --all to discard every parked event")
+        if args.event_ids and args.all:
+            discard.error("either EVENT_IDs or --all, not both")
+
+    discard.set_defaults(check=check)
+
+
 def _add_demo(commands: Any) -> None:
     demo = _client_command(commands, "demo", "simulate realistic pipeline runs through the service")
     demo.add_argument("--pipelines", type=_positive_int, default=3)
@@ -395,6 +555,9 @@ def _add_convert(commands: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
+    check = getattr(args, "check", None)  # what argparse alone cannot check (exits 2)
+    if check is not None:
+        check(args)
     try:
         status = _run(args)
         sys.stdout.flush()  # here, where a closed pipe is still caught below

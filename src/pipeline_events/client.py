@@ -789,12 +789,16 @@ def _group_request(
 
 
 def _consume_reconnect(
-    target: str, policy: RetryPolicy
-) -> Callable[[grpc.RpcError, int], float | None]:
-    """How long a worker waits to rejoin after its stream failed (None: it raises)."""
+    first: RetryPolicy, policy: RetryPolicy
+) -> Callable[[grpc.RpcError, int, bool], float | None]:
+    """How long a worker waits to rejoin after its stream failed (None: it raises).
 
-    def wait(error: grpc.RpcError, failures: int) -> float | None:
-        return retry_wait(error, failures, policy, _RECONNECTABLE)
+    Until it has joined once, a worker retries like a unary call (`first`), so a wrong
+    target fails fast; after that it follows `policy` (forever by default).
+    """
+
+    def wait(error: grpc.RpcError, failures: int, joined: bool) -> float | None:
+        return retry_wait(error, failures, policy if joined else first, _RECONNECTABLE)
 
     return wait
 
@@ -1381,7 +1385,7 @@ class AsyncEventClient:
                 concurrency=concurrency,
                 stop=stop or asyncio.Event(),
                 wrap=RecordedEvent.from_proto,
-                reconnect_wait=_consume_reconnect(self.target, reconnect),
+                reconnect_wait=_consume_reconnect(self.retry, reconnect),
                 stats=stats,
             )
         except grpc.aio.AioRpcError as error:
@@ -1912,7 +1916,7 @@ class EventClient:
                 concurrency=concurrency,
                 stop=stop or threading.Event(),
                 wrap=RecordedEvent.from_proto,
-                reconnect_wait=_consume_reconnect(self.target, reconnect),
+                reconnect_wait=_consume_reconnect(self.retry, reconnect),
                 stats=stats,
             )
         except grpc.RpcError as error:

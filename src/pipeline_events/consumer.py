@@ -266,6 +266,7 @@ class _AsyncStream:
         self.call = open_call(self._outgoing())
         self.slots = asyncio.Semaphore(concurrency)
         self.running: set[asyncio.Task[None]] = set()
+        self.joined = False  # the server answered `start`
         self._flushing = False
 
     async def _outgoing(self) -> AsyncIterator[pb.ConsumeRequest]:
@@ -310,6 +311,7 @@ class _AsyncStream:
                     return
                 if response.WhichOneof("content") == "started":
                     stats.member_ids.append(response.started.member_id)
+                    self.joined = True
                     continue
                 for item in response.deliveries.deliveries:
                     await self.slots.acquire()
@@ -340,13 +342,13 @@ async def run_async_worker(
     concurrency: int,
     stop: asyncio.Event,
     wrap: Callable[[Any], Any],
-    reconnect_wait: Callable[[grpc.RpcError, int], float | None],
+    reconnect_wait: Callable[[grpc.RpcError, int, bool], float | None],
     stats: WorkerStats,
 ) -> WorkerStats:
     """Consume until `stop` is set: handlers finish, their acks go out, the stream closes.
 
-    `reconnect_wait` says how long to wait before joining again after a failed stream
-    (None: raise it). What was delivered and not acknowledged when a stream broke is
+    `reconnect_wait(error, failures, joined_before)` says how long to wait before joining
+    again after a failed stream (None: raise it). What was delivered and not acknowledged when a stream broke is
     delivered again by the server, to this member or another.
     """
     failures = 0
@@ -355,20 +357,17 @@ async def run_async_worker(
         try:
             await stream.run(handler, stop, wrap, stats)
         except grpc.aio.AioRpcError as error:
-            failures += 1
-            wait = reconnect_wait(error, failures)
+            failures = 1 if stream.joined else failures + 1
+            wait = reconnect_wait(error, failures, bool(stats.member_ids))
             if wait is None:
                 raise
             stats.reconnects += 1
             await asyncio.sleep(wait)
             continue
         await stream.close()
-        if stats.member_ids:
-            failures = 0
         if not stop.is_set():  # the server ended the stream without an error: join again
-            failures += 1
             stats.reconnects += 1
-            await asyncio.sleep(min(0.1 * failures, 2.0))
+            await asyncio.sleep(0.1)
     return stats
 
 
@@ -460,13 +459,14 @@ def run_sync_worker(
     concurrency: int,
     stop: threading.Event,
     wrap: Callable[[Any], Any],
-    reconnect_wait: Callable[[grpc.RpcError, int], float | None],
+    reconnect_wait: Callable[[grpc.RpcError, int, bool], float | None],
     stats: WorkerStats,
 ) -> WorkerStats:
     """`run_async_worker` for the sync client: handlers run on `concurrency` threads."""
     failures = 0
     with ThreadPoolExecutor(concurrency, thread_name_prefix="consumer") as pool:
         while not stop.is_set():
+            joined = len(stats.member_ids)
             broken = _SyncStream(open_call, start, concurrency).run(
                 pool, handler, stop, wrap, stats
             )
@@ -474,8 +474,8 @@ def run_sync_worker(
                 if not stop.is_set():  # the server ended it without an error: join again
                     stop.wait(0.1)
                 continue
-            failures += 1
-            wait = reconnect_wait(broken, failures)
+            failures = 1 if len(stats.member_ids) > joined else failures + 1
+            wait = reconnect_wait(broken, failures, bool(stats.member_ids))
             if wait is None:
                 raise broken
             stats.reconnects += 1

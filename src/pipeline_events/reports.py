@@ -1,7 +1,8 @@
 """The read models as reports for people, and their summaries as the contract's messages.
 
 Pure functions from the projections' states to rich renderables (what `pipeline-events
-run`, `runs` and `pipeline` print) and to state.proto messages: no I/O, no client,
+run`, `runs` and `pipeline` print) and to state.proto messages, and from consumer groups
+and their parked events to tables and JSON (`group`, `parked`): no I/O, no client,
 no clock. Text is `Text`, never markup: ids, paths and error messages hold brackets.
 """
 
@@ -12,13 +13,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from adaptive_pipeline.events.v1 import state_pb2
+from google.protobuf import timestamp_pb2
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from pipeline_events import domain
+from pipeline_events import adapter, domain
 from pipeline_events.codecs import proto_json
+from pipeline_events.consumer import ConsumerGroup, ParkedEvent
 from pipeline_events.projections import (
     Anomaly,
     PipelineState,
@@ -31,11 +34,20 @@ from pipeline_events.projections import (
 from pipeline_events.timestamps import NanoDatetime
 
 __all__ = [
+    "GROUP_COLUMNS",
     "NONE",
+    "PARKED_COLUMNS",
     "RUN_COLUMNS",
     "STAGE_COLUMNS",
     "as_json",
+    "filter_summary",
+    "group_json",
+    "group_report",
+    "groups_table",
+    "parked_json",
+    "parked_table",
     "pipeline_report",
+    "rfc3339",
     "run_report",
     "runs_table",
     "summary_message",
@@ -407,3 +419,166 @@ def pipeline_report(state: PipelineState) -> Group:
         _heading(f"anomalies ({len(state.anomalies)})"),
         _anomalies(state.anomalies),
     )
+
+
+# --- consumer groups ------------------------------------------------------------------------
+
+GROUP_COLUMNS = ("name", "members", "checkpoint", "head", "lag", "in flight", "waiting retry",
+                 "parked", "filter")  # fmt: skip
+PARKED_COLUMNS = ("position", "event id", "type", "pipeline", "deliveries", "parked at",
+                  "reason")  # fmt: skip
+
+
+def rfc3339(value: _dt.datetime) -> str:
+    """A time as proto3 JSON writes a Timestamp (`2026-12-01T12:32:15.536Z`, UTC)."""
+    instant = NanoDatetime.from_datetime(value)
+    stamp = timestamp_pb2.Timestamp(seconds=instant.epoch_seconds, nanos=instant.nanosecond)
+    return stamp.ToJsonString()
+
+
+def _type_names(numbers: Iterable[int]) -> list[str]:
+    return [adapter.event_type_name(number) for number in numbers]
+
+
+def _category_names(numbers: Iterable[int]) -> list[str]:
+    names = []
+    for number in numbers:
+        try:
+            names.append(domain.EventCategory(number).name.lower())
+        except ValueError:
+            names.append(f"unknown({number})")
+    return names
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def filter_summary(group: ConsumerGroup) -> str:
+    """`types=ChunkProcessed categories=stage pipelines=2`, or `every event`."""
+    parts = []
+    if group.event_types:
+        parts.append("types=" + ",".join(_type_names(group.event_types)))
+    if group.categories:
+        parts.append("categories=" + ",".join(_category_names(group.categories)))
+    for label, ids in (("pipelines", group.pipeline_ids), ("runs", group.processing_ids)):
+        if len(ids) == 1:
+            parts.append(f"{label[:-1]}={ids[0]}")
+        elif ids:
+            parts.append(f"{label}={len(ids)}")
+    return " ".join(parts) or "every event"
+
+
+def groups_table(groups: Sequence[ConsumerGroup], title: str | None = None) -> Table:
+    """Consumer groups as a table, one row each, in the order given (the service's: by name)."""
+    table = _table(
+        GROUP_COLUMNS, title,
+        numeric=("members", "checkpoint", "head", "lag", "in flight", "waiting retry", "parked"),
+    )  # fmt: skip
+    for group in groups:
+        values = [group.name, group.members, group.checkpoint, group.head, group.lag,
+                  group.in_flight, group.waiting_retry, group.parked, filter_summary(group)]  # fmt: skip
+        table.add_row(*(Text(str(value)) for value in values))
+    return table
+
+
+def _group_fields(group: ConsumerGroup) -> list[tuple[str, str]]:
+    settings = group.settings
+
+    def listed(values: Sequence[str]) -> str:
+        return "\n".join(values) if values else "all"
+
+    return [
+        ("group", group.name),
+        ("created", format_time(group.created_at)),
+        ("members", str(group.members)),
+        ("started after position", str(group.start_after)),
+        ("checkpoint", str(group.checkpoint)),
+        ("head", str(group.head)),
+        ("lag", str(group.lag)),
+        ("in flight", str(group.in_flight)),
+        ("waiting retry", str(group.waiting_retry)),
+        ("parked", str(group.parked)),
+        ("event types", listed(_type_names(group.event_types))),
+        ("categories", listed(_category_names(group.categories))),
+        ("pipelines", listed(group.pipeline_ids)),
+        ("runs", listed(group.processing_ids)),
+        ("max deliveries", str(settings.max_deliveries)),
+        ("backoff", ", ".join(_seconds(s) for s in settings.backoff) or NONE),
+        ("ack timeout", _seconds(settings.ack_timeout)),
+        ("max in flight", str(settings.max_in_flight)),
+    ]
+
+
+def group_report(group: ConsumerGroup) -> Table:
+    """One consumer group for people: its progress, filter and settings."""
+    return _fields(_group_fields(group))
+
+
+def group_json(group: ConsumerGroup) -> dict[str, Any]:
+    """A consumer group for machines: every field, always present (`lag` included)."""
+    settings = group.settings
+    return {
+        "name": group.name,
+        "created_at": rfc3339(group.created_at),
+        "members": group.members,
+        "start_after": group.start_after,
+        "checkpoint": group.checkpoint,
+        "head": group.head,
+        "lag": group.lag,
+        "in_flight": group.in_flight,
+        "waiting_retry": group.waiting_retry,
+        "parked": group.parked,
+        "filter": {
+            "event_types": _type_names(group.event_types),
+            "categories": _category_names(group.categories),
+            "pipeline_ids": list(group.pipeline_ids),
+            "processing_ids": list(group.processing_ids),
+        },
+        "settings": {
+            "max_deliveries": settings.max_deliveries,
+            "backoff_seconds": list(settings.backoff),
+            "ack_timeout_seconds": settings.ack_timeout,
+            "max_in_flight": settings.max_in_flight,
+        },
+    }
+
+
+def _parked_values(parked: ParkedEvent) -> list[str]:
+    envelope = parked.event.envelope
+    return [
+        str(parked.event.global_position),
+        envelope.event_id,
+        adapter.event_type_name(envelope.event_type),
+        envelope.aggregate_id,
+        str(parked.deliveries),
+        format_time(parked.parked_at),
+        parked.reason or NONE,
+    ]
+
+
+def parked_table(parked: Sequence[ParkedEvent], title: str | None = None) -> Table:
+    """A group's parked events, one row each, in position order."""
+    table = _table(PARKED_COLUMNS, title, numeric=("position", "deliveries"))
+    for event in parked:
+        table.add_row(*(Text(value) for value in _parked_values(event)))
+    return table
+
+
+def parked_json(parked: ParkedEvent, event: dict[str, Any]) -> dict[str, Any]:
+    """A parked event for machines; `event` is its RecordedEvent's proto3 JSON (as tail's)."""
+    envelope = parked.event.envelope
+    return {
+        "position": parked.event.global_position,
+        "event_id": envelope.event_id,
+        "event_type": adapter.event_type_name(envelope.event_type),
+        "pipeline_id": envelope.aggregate_id,
+        "deliveries": parked.deliveries,
+        "parked_at": rfc3339(parked.parked_at),
+        "reason": parked.reason,
+        "attempts": [
+            {"delivered_at": rfc3339(a.delivered_at), "member": a.member, "outcome": a.outcome}
+            for a in parked.attempts
+        ],
+        "event": event,
+    }
