@@ -1,10 +1,13 @@
-"""The client commands of the CLI: publish, tail, history, status, demo, run, runs, pipeline.
+"""The client commands of the CLI: publish, tail, history, status, demo, run, runs,
+pipeline, group and parked.
 
 Each takes the parsed arguments and returns an exit status. People get rich
 tables and progress bars on a terminal; `--json` gives JSON Lines for machines:
 for tail and history, the contract's proto3 JSON of each RecordedEvent, which
 `publish --format proto-json` reads back; for run, runs and pipeline, the proto3
-JSON of state.proto's messages with its field names (`reports.as_json`).
+JSON of state.proto's messages with its field names (`reports.as_json`); for group
+and parked, one object per group or parked event with snake_case keys that are always
+there, times as RFC 3339 (`reports.group_json`, `reports.parked_json`).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, TypeVar
 
+import grpc
 import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
 from google.protobuf import timestamp_pb2
@@ -34,9 +38,11 @@ from rich.table import Table
 from pipeline_events import adapter, domain, reports
 from pipeline_events.client import (
     ClientError,
+    ConsumerGroup,
     DeadlineExceededError,
     DuplicateEventError,
     EventClient,
+    GroupSettings,
     InvalidArgumentError,
     NotFoundError,
     ProjectionBehindError,
@@ -699,6 +705,209 @@ def run_pipeline(args: argparse.Namespace) -> int:
     else:
         _show(reports.pipeline_report(state))
     return 0
+
+
+# --- consumer groups and their parked events ---------------------------------------------------
+
+
+def _what(args: argparse.Namespace) -> str:
+    """`group create`, `parked list`: the command and its action, for messages."""
+    action = getattr(args, "group_action", None) or getattr(args, "parked_action", "")
+    return f"{args.command} {action}"
+
+
+def _group_call(args: argparse.Namespace, ask: Callable[[EventClient], _T]) -> _T | None:
+    """A consumer-group call's answer; None after saying on one line why there is none.
+
+    An unknown group, a group that exists with other settings and a request the server
+    refuses are this command's failures (exit 1); an unreachable service is left to
+    `guarded` (exit 2).
+    """
+    with _client(args) as client:
+        try:
+            return ask(client)
+        except (NotFoundError, InvalidArgumentError) as error:
+            err.print(f"pipeline-events {_what(args)}: {_refusal(error)}")
+            return None
+        except ClientError as error:
+            if error.code != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            err.print(f"pipeline-events {_what(args)}: {error}")
+            return None
+
+
+def _refusal(error: ClientError) -> str:
+    """The server's message, with the fields it named (`settings.max_deliveries: ...`)."""
+    violations = getattr(error, "field_violations", ())
+    if not violations:
+        return str(error)
+    return "; ".join(f"{v.field}: {v.description}" for v in violations)
+
+
+def _settings(args: argparse.Namespace, current: GroupSettings | None = None) -> GroupSettings:
+    """The settings given, the others as `current` has them (None: the server's defaults)."""
+    base = current or GroupSettings()
+    return GroupSettings(
+        max_deliveries=args.max_deliveries or base.max_deliveries,
+        backoff=base.backoff if args.backoff is None else args.backoff,
+        ack_timeout=args.ack_timeout or base.ack_timeout,
+        max_in_flight=args.max_in_flight or base.max_in_flight,
+    )
+
+
+def _selection(args: argparse.Namespace, current: ConsumerGroup | None = None) -> dict[str, Any]:
+    """The filter given, each part not given as `current` has it (None: every event)."""
+
+    def part(given: list[Any] | None, kept: tuple[Any, ...]) -> list[Any]:
+        return list(kept) if given is None else given
+
+    keep = current is not None and not getattr(args, "every_event", False)
+    return {
+        "event_types": part(args.type, current.event_types if keep else ()),
+        "categories": part(args.category, current.categories if keep else ()),
+        "pipeline_ids": part(args.pipeline, current.pipeline_ids if keep else ()),
+        "processing_ids": part(args.processing_id, current.processing_ids if keep else ()),
+    }
+
+
+def _show_group(args: argparse.Namespace, group: ConsumerGroup, headline: str) -> None:
+    if args.json:
+        _write_line(reports.group_json(group))
+        return
+    out.print(headline)
+    _show(reports.group_report(group))
+
+
+def run_group(args: argparse.Namespace) -> int:
+    """`group create|list|info|update|delete`: consumer groups."""
+    return _GROUP_ACTIONS[args.group_action](args)
+
+
+def _group_create(args: argparse.Namespace) -> int:
+    answer = _group_call(
+        args,
+        lambda client: client.create_group(
+            args.name, start=args.start, settings=_settings(args), **_selection(args)
+        ),
+    )
+    if answer is None:
+        return 1
+    group, created = answer
+    if args.json:
+        _write_line({"created": created, "group": reports.group_json(group)})
+        return 0
+    done = "created" if created else "already exists with these settings:"
+    _show_group(args, group, f"consumer group {group.name!r} {done}")
+    return 0
+
+
+def _group_list(args: argparse.Namespace) -> int:
+    groups = _group_call(args, lambda client: client.groups())
+    if groups is None:
+        return 1
+    if args.json:
+        for group in groups:
+            _write_line(reports.group_json(group))
+        return 0
+    if not groups:
+        out.print("no consumer groups")
+        return 0
+    _show(reports.groups_table(groups, title=_count(len(groups), "consumer group")))
+    return 0
+
+
+def _group_info(args: argparse.Namespace) -> int:
+    group = _group_call(args, lambda client: client.group(args.name))
+    if group is None:
+        return 1
+    _show_group(args, group, f"consumer group {group.name!r}")
+    return 0
+
+
+def _group_update(args: argparse.Namespace) -> int:
+    def update(client: EventClient) -> ConsumerGroup:
+        current = client.group(args.name)  # what is not given stays as it is
+        return client.update_group(
+            args.name, settings=_settings(args, current.settings), **_selection(args, current)
+        )
+
+    group = _group_call(args, update)
+    if group is None:
+        return 1
+    _show_group(args, group, f"consumer group {group.name!r} updated")
+    return 0
+
+
+def _group_delete(args: argparse.Namespace) -> int:
+    if _group_call(args, lambda client: client.delete_group(args.name) or True) is None:
+        return 1
+    if args.json:
+        _write_line({"name": args.name, "deleted": True})
+    else:
+        out.print(f"deleted consumer group {args.name!r} with its checkpoint and parked events")
+    return 0
+
+
+_GROUP_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "create": _group_create,
+    "list": _group_list,
+    "info": _group_info,
+    "update": _group_update,
+    "delete": _group_delete,
+}
+
+
+def run_parked(args: argparse.Namespace) -> int:
+    """`parked list|replay|discard`: the events a consumer group gave up on."""
+    return _PARKED_ACTIONS[args.parked_action](args)
+
+
+def _parked_list(args: argparse.Namespace) -> int:
+    parked = _group_call(args, lambda client: client.parked(args.group, limit=args.limit))
+    if parked is None:
+        return 1
+    if args.json:
+        for event in parked:
+            event_json = orjson.loads(contract_json(event.event))
+            _write_line(reports.parked_json(event, event_json))
+        return 0
+    if not parked:
+        out.print(f"consumer group {args.group!r} has no parked events")
+        return 0
+    more = f" (--limit {args.limit}: there may be more)" if len(parked) == args.limit else ""
+    title = f"consumer group {args.group!r}: {_count(len(parked), 'parked event')}{more}"
+    _show(reports.parked_table(parked, title=title))
+    return 0
+
+
+def _parked_replay(args: argparse.Namespace) -> int:
+    count = _group_call(args, lambda client: client.replay_parked(args.group, args.event_ids))
+    if count is None:
+        return 1
+    if args.json:
+        _write_line({"group": args.group, "replayed": count})
+    else:
+        out.print(f"replayed {_count(count, 'parked event')} of consumer group {args.group!r}")
+    return 0
+
+
+def _parked_discard(args: argparse.Namespace) -> int:
+    ids = [] if args.all else args.event_ids
+    count = _group_call(args, lambda client: client.discard_parked(args.group, ids))
+    if count is None:
+        return 1
+    if args.json:
+        _write_line({"group": args.group, "discarded": count})
+    else:
+        out.print(f"discarded {_count(count, 'parked event')} of consumer group {args.group!r}")
+    return 0
+
+
+_PARKED_ACTIONS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "list": _parked_list,
+    "replay": _parked_replay,
+    "discard": _parked_discard,
+}
 
 
 def guarded(command: Any, args: argparse.Namespace) -> int:
