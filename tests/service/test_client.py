@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from adaptive_pipeline.events.v1 import envelope_pb2, service_pb2
+from adaptive_pipeline.events.v1 import consumer_group_pb2, envelope_pb2, service_pb2
 
 from pipeline_events import adapter, client, domain
 from pipeline_events.client import (
@@ -135,8 +135,10 @@ def sync_client(sync_server: ServerThread) -> Iterator[EventClient]:
 def test_every_rpc_has_a_method_in_both_clients() -> None:
     rpcs = service_pb2.DESCRIPTOR.services_by_name["EventService"].methods_by_name
     assert set(client.RPC_METHODS) == set(rpcs)
+    group_rpcs = consumer_group_pb2.DESCRIPTOR.services_by_name["ConsumerGroupService"]
+    assert set(client.GROUP_RPC_METHODS) == set(group_rpcs.methods_by_name)
     for cls in (AsyncEventClient, EventClient):
-        for rpc, name in client.RPC_METHODS.items():
+        for rpc, name in {**client.RPC_METHODS, **client.GROUP_RPC_METHODS}.items():
             assert callable(getattr(cls, name, None)), f"{cls.__name__} has no {name} for {rpc}"
 
 
