@@ -8,6 +8,7 @@ import com.google.protobuf.DescriptorProtos.FieldDescriptorProto;
 import com.google.protobuf.DescriptorProtos.FileDescriptorProto;
 import com.google.protobuf.Descriptors.FileDescriptor;
 import io.adaptivepipeline.events.v1.CommonProto;
+import io.adaptivepipeline.events.v1.ConsumerGroupProto;
 import io.adaptivepipeline.events.v1.EnvelopeProto;
 import io.adaptivepipeline.events.v1.OperationalProto;
 import io.adaptivepipeline.events.v1.PipelineLifecycleProto;
@@ -52,7 +53,7 @@ public final class Descriptors {
   public static void main(String[] args) {
     Deque<FileDescriptor> queue = new ArrayDeque<>();
     for (FileDescriptor file : new FileDescriptor[] {
-        CommonProto.getDescriptor(), EnvelopeProto.getDescriptor(),
+        CommonProto.getDescriptor(), ConsumerGroupProto.getDescriptor(), EnvelopeProto.getDescriptor(),
         OperationalProto.getDescriptor(), PipelineLifecycleProto.getDescriptor(),
         ProcessingLifecycleProto.getDescriptor(), ServiceProto.getDescriptor(),
         StageProto.getDescriptor(), StateProto.getDescriptor()}) {
