@@ -234,19 +234,29 @@ def _start(group: str, max_in_flight: int, member_name: str) -> pb.ConsumeReques
 
 
 class _Answers:
-    """Acks gathered within one loop turn (or one drain of the sync queue), sent as one."""
+    """Acks gathered and sent as one Ack (nacks go at once).
+
+    The server refills a member once a quarter of its window is free, so acks are sent
+    when a quarter of the window is done, or when the caller flushes (idle, stopping).
+    """
 
     def __init__(self, send: Callable[[pb.ConsumeRequest | None], None]):
         self.send = send
         self.acks: list[str] = []
+        self.batch = 1  # acks per Ack message: a quarter of the window, once it is known
 
-    def done(self, event_id: str, action: int | None, reason: str) -> None:
+    def joined(self, max_in_flight: int) -> None:
+        self.batch = max(1, max_in_flight // 4)
+
+    def done(self, event_id: str, action: int | None, reason: str) -> bool:
+        """Note a handler's outcome; True when the acks gathered should go now."""
         if action is None:
             self.acks.append(event_id)
-        else:
-            self.send(
-                pb.ConsumeRequest(nack=pb.Nack(event_ids=[event_id], action=action, reason=reason))
-            )
+            return len(self.acks) >= self.batch
+        self.send(
+            pb.ConsumeRequest(nack=pb.Nack(event_ids=[event_id], action=action, reason=reason))
+        )
+        return False
 
     def flush(self) -> None:
         acks, self.acks = self.acks, []
@@ -254,8 +264,12 @@ class _Answers:
             self.send(pb.ConsumeRequest(ack=pb.Ack(event_ids=ids)))
 
 
+_LEAVE = pb.ConsumeRequest(leave=pb.Leave())
+ACK_DELAY = 0.002  # seconds an ack waits, at most, for others to share its message
+
+
 class _AsyncStream:
-    """One Consume stream of an async worker: deliveries in, handlers run, answers out."""
+    """One Consume stream of an async worker: `concurrency` handler tasks fed by a reader."""
 
     def __init__(
         self, open_call: Callable[[AsyncIterator[Any]], Any], start: Any, concurrency: int
@@ -263,75 +277,84 @@ class _AsyncStream:
         self.requests: asyncio.Queue[pb.ConsumeRequest | None] = asyncio.Queue()
         self.answers = _Answers(self.requests.put_nowait)
         self.start = start
+        self.concurrency = concurrency
         self.call = open_call(self._outgoing())
-        self.slots = asyncio.Semaphore(concurrency)
-        self.running: set[asyncio.Task[None]] = set()
+        self.work: asyncio.Queue[Delivery | None] = asyncio.Queue()
         self.joined = False  # the server answered `start`
-        self._flushing = False
+        self.stopping = False
+        self.busy = 0  # handlers running
+        self._timer: asyncio.TimerHandle | None = None
 
     async def _outgoing(self) -> AsyncIterator[pb.ConsumeRequest]:
         yield self.start
         while (request := await self.requests.get()) is not None:
             yield request
 
-    def _flush_soon(self) -> None:
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
-
-    def _flush_now(self) -> None:
-        self._flushing = False
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.answers.flush()
 
-    async def _handle(self, handler: Any, delivery: Delivery, stats: WorkerStats) -> None:
-        try:
-            await handler(delivery)
-        except Exception as error:  # the handler's failure is the nack
-            action, reason = _outcome(error)
-        else:
-            action, reason = None, ""
-        finally:
-            self.slots.release()
-        _count(stats, action)
-        self.answers.done(delivery.event.event_id, action, reason)
-        self._flush_soon()
+    async def _worker(self, handler: Any, stats: WorkerStats) -> None:
+        while (delivery := await self.work.get()) is not None:
+            self.busy += 1
+            try:
+                await handler(delivery)
+            except Exception as error:  # the handler's failure is the nack
+                action, reason = _outcome(error)
+            else:
+                action, reason = None, ""
+            self.busy -= 1
+            _count(stats, action)
+            if self.answers.done(delivery.event.event_id, action, reason) or (
+                not self.busy and self.work.empty()  # idle: nobody to share the message with
+            ):
+                self._flush()
+            elif self._timer is None and self.answers.acks:
+                self._timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._flush)
+
+    async def _read(self, wrap: Any, stats: WorkerStats) -> None:
+        """Deliveries into the work queue until the stream ends (raises its AioRpcError)."""
+        while (response := await self.call.read()) is not grpc.aio.EOF:
+            if response.WhichOneof("content") == "started":
+                stats.member_ids.append(response.started.member_id)
+                self.answers.joined(response.started.max_in_flight)
+                self.joined = True
+            elif not self.stopping:  # after a stop, what comes is handed back unhandled
+                for item in response.deliveries.deliveries:
+                    self.work.put_nowait(Delivery(wrap(item.event), item.delivery_count))
 
     async def run(self, handler: Any, stop: asyncio.Event, wrap: Any, stats: WorkerStats) -> None:
-        """Until `stop` or the stream's end; raises the stream's AioRpcError."""
+        """Until `stop` or the stream's end; raises the stream's AioRpcError.
+
+        On stop the read goes on (cancelling a read would cancel the call, and the last
+        acks with it): deliveries not started are dropped, the running handlers finish,
+        their acks go, and the half-close lets the server end the stream. What the member
+        still holds then goes back to the group uncounted.
+        """
+        workers = [
+            asyncio.create_task(self._worker(handler, stats)) for _ in range(self.concurrency)
+        ]
+        reader = asyncio.create_task(self._read(wrap, stats))
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            while True:
-                reading = asyncio.ensure_future(self.call.read())
-                await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not reading.done():
-                    reading.cancel()
-                    return
-                response = reading.result()
-                if response is grpc.aio.EOF:
-                    return
-                if response.WhichOneof("content") == "started":
-                    stats.member_ids.append(response.started.member_id)
-                    self.joined = True
-                    continue
-                for item in response.deliveries.deliveries:
-                    await self.slots.acquire()
-                    delivery = Delivery(wrap(item.event), item.delivery_count)
-                    task = asyncio.create_task(self._handle(handler, delivery, stats))
-                    self.running.add(task)
-                    task.add_done_callback(self.running.discard)
+            await asyncio.wait({reader, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            self.stopping = True
+            while not self.work.empty():
+                self.work.get_nowait()
+            for _ in workers:
+                self.work.put_nowait(None)
+            await asyncio.gather(*workers, return_exceptions=True)
+            self._flush()
+            self.requests.put_nowait(_LEAVE)  # what is left goes back uncounted
+            self.requests.put_nowait(None)  # half-close: the server ends the stream
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader  # raises the stream's error, if it failed
         finally:
             stopping.cancel()
-            # Whatever ended it, the handlers running finish and their answers go out.
-            if self.running:
-                await asyncio.gather(*self.running, return_exceptions=True)
-            self.answers.flush()
-
-    async def close(self) -> None:
-        """Half-close (the server then ends the stream) and read what is left."""
-        self.requests.put_nowait(None)
-        with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):
-            while await self.call.read() is not grpc.aio.EOF:
-                pass
+            for task in (*workers, reader):
+                task.cancel()
 
 
 async def run_async_worker(
@@ -364,7 +387,6 @@ async def run_async_worker(
             stats.reconnects += 1
             await asyncio.sleep(wait)
             continue
-        await stream.close()
         if not stop.is_set():  # the server ended the stream without an error: join again
             stats.reconnects += 1
             await asyncio.sleep(0.1)
@@ -408,9 +430,13 @@ class _SyncStream:
             action, reason = None, ""
         with self.lock:
             _count(stats, action)
-            self.answers.done(delivery.event.event_id, action, reason)
-            self.answers.flush()
+            if self.answers.done(delivery.event.event_id, action, reason):
+                self.answers.flush()
         self.slots.release()
+
+    def _flush(self) -> None:
+        with self.lock:
+            self.answers.flush()
 
     def run(
         self, pool: ThreadPoolExecutor, handler: Any, stop: threading.Event, wrap: Any,
@@ -421,8 +447,9 @@ class _SyncStream:
         try:
             while not stop.is_set() and broken is None:
                 try:
-                    response = self.received.get(timeout=0.05)
+                    response = self.received.get(timeout=ACK_DELAY)
                 except queue.Empty:
+                    self._flush()  # nothing new for a moment: the acks gathered go now
                     continue
                 if response is None:
                     break
@@ -430,9 +457,11 @@ class _SyncStream:
                     broken = response
                 elif response.WhichOneof("content") == "started":
                     stats.member_ids.append(response.started.member_id)
+                    self.answers.joined(response.started.max_in_flight)
                 else:
                     for item in response.deliveries.deliveries:
-                        while not self.slots.acquire(timeout=0.05):
+                        while not self.slots.acquire(timeout=ACK_DELAY):
+                            self._flush()  # every handler busy: what they acked goes now
                             if stop.is_set():
                                 return None
                         delivery = Delivery(wrap(item.event), item.delivery_count)
@@ -443,6 +472,8 @@ class _SyncStream:
                 self.slots.acquire()
             for _ in range(self.concurrency):
                 self.slots.release()
+            self._flush()
+            self.requests.put(_LEAVE)  # what is left goes back uncounted
             self.requests.put(None)  # half-close: the server ends the stream
             self.reader.join(timeout=5.0)
             if self.reader.is_alive():

@@ -127,7 +127,7 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
             runtime, member = await self._join(request_iterator, context)
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
-        reader = asyncio.create_task(self._take_answers(request_iterator, runtime, member))
+        reader = asyncio.create_task(self._take_answers(request_iterator, runtime, member, context))
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             started = pb.ConsumeStarted(member_id=member.id, max_in_flight=member.max_in_flight)
@@ -148,7 +148,9 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
-            runtime.leave(member, counted=not self._stopping.is_set())
+            # A member that said Leave, or a server stopping, hands back what it holds
+            # uncounted; a stream that just ends (a crash, a lost connection) counts.
+            runtime.leave(member, counted=not (member.left or self._stopping.is_set()))
         if member.ended is not None and member.ended.code != code_pb2.OK:
             await context.abort_with_status(member.ended.grpc_status())
 
@@ -165,7 +167,9 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
         runtime = self.groups.get(start.group)
         return runtime, runtime.join(start.max_in_flight, start.member_name or context.peer())
 
-    async def _take_answers(self, requests: Any, runtime: GroupRuntime, member: Member) -> None:
+    async def _take_answers(
+        self, requests: Any, runtime: GroupRuntime, member: Member, context: Any
+    ) -> None:
         """Acks and nacks, until the member's stream ends or a request is refused."""
         try:
             async for request in requests:
@@ -178,6 +182,10 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
                 elif content == "nack":
                     nack = request.nack
                     runtime.nack(member, nack.event_ids, nack.action, nack.reason)
+                elif content == "leave":
+                    member.left = True
+                    member.end(status(code_pb2.OK, "the member left"))
+                    return
                 else:
                     raise bad_request([("start", "Consume takes one start request, first")])
         except RpcError as error:
@@ -185,7 +193,8 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
         except (asyncio.CancelledError, grpc.aio.AioRpcError):
             raise
         else:
-            # The member closed its side: it takes nothing more, so its stream ends.
+            # Its side closed (or it went away: the requests end then too): it takes
+            # nothing more, so its stream ends.
             member.end(status(code_pb2.OK, "the member closed its requests"))
 
 

@@ -26,10 +26,12 @@ import heapq
 import itertools
 import logging
 import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from adaptive_pipeline.events.v1 import consumer_group_pb2 as pb
 from google.protobuf import timestamp_pb2
@@ -53,6 +55,7 @@ CONSUMER_GROUP_EXISTS = "CONSUMER_GROUP_EXISTS"
 #: The pipeline (aggregate) parking events go to, one "run" (processing id) per group.
 GROUPS_PIPELINE = uuid.uuid5(uuid.NAMESPACE_URL, "urn:pipeline-events:consumer-groups")
 GROUPS_PIPELINE_NAME = "pipeline-events consumer groups"
+_GROUPS_PIPELINE_ID = str(GROUPS_PIPELINE)
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 MAX_GROUPS = 1000
 DEFAULT_MAX_DELIVERIES = 5
@@ -109,9 +112,11 @@ def effective(settings: pb.ConsumerGroupSettings) -> pb.ConsumerGroupSettings:
 
 
 def _now_timestamp() -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.GetCurrentTime()
-    return stamp
+    return _timestamp(time.time_ns())
+
+
+def _timestamp(ns: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
 
 
 class Outstanding:
@@ -142,7 +147,13 @@ class Outstanding:
         self.deadline = 0.0
         self.turn = 0  # bumped by every hand-out and release: stale timers are ignored
         self.done = False
-        self.attempts: list[pb.DeliveryAttempt] = []
+        # (delivered at, ns since the epoch; member; outcome, "" while it is held): protos
+        # are built only for a parking (a Timestamp per delivery costs more than the rest).
+        self.attempts: list[list[Any]] = []
+
+
+def _refillable(member: Member) -> bool:
+    return member.room > 0 and (member.room >= member.max_in_flight // 4 or not member.held)
 
 
 class Member:
@@ -156,6 +167,7 @@ class Member:
         self.unsent: list[Outstanding] = []
         self.wake = asyncio.Event()
         self.ended: RpcError | None = None  # set: the stream ends with this status
+        self.left = False  # it said Leave: what it holds goes back uncounted
 
     @property
     def room(self) -> int:
@@ -237,7 +249,7 @@ class GroupRuntime:
             aggregate_ids=list(f.aggregate_ids),
             processing_ids=list(f.processing_ids),
         )
-        self.skip_own = str(GROUPS_PIPELINE) not in f.aggregate_ids
+        self.skip_own = _GROUPS_PIPELINE_ID not in f.aggregate_ids
         for member in self.members.values():
             member.max_in_flight = min(member.max_in_flight, self.max_in_flight)
         self.wake.set()
@@ -371,7 +383,7 @@ class GroupRuntime:
         self.head = max(self.head, page.head)
         records = field_bytes(page.records, 1) if page.events else []
         for event, record in zip(page.events, records, strict=True):
-            if self.skip_own and event.envelope.aggregate_id == str(GROUPS_PIPELINE):
+            if self.skip_own and event.envelope.aggregate_id == _GROUPS_PIPELINE_ID:
                 continue
             item = Outstanding(event.global_position, event.envelope.event_id, record)
             self.outstanding[item.position] = item
@@ -381,8 +393,13 @@ class GroupRuntime:
         self.read_to = page.scanned_to
 
     def _dispatch(self, now: float) -> None:
-        """Hand ready events out, round robin over the members with room."""
-        members = [m for m in self.members.values() if m.room > 0 and m.ended is None]
+        """Hand ready events out, round robin over the members with room.
+
+        A member is refilled once a quarter of its window is free (or it holds nothing),
+        so deliveries and acks travel in batches rather than one event per message.
+        """
+        members = [m for m in self.members.values() if m.ended is None and _refillable(m)]
+        wall_ns = time.time_ns()
         while self.ready and members:
             for member in list(members):
                 if not self.ready:
@@ -395,9 +412,7 @@ class GroupRuntime:
                 item.deliveries += 1
                 item.turn += 1
                 item.deadline = now + self.ack_timeout
-                item.attempts.append(
-                    pb.DeliveryAttempt(delivered_at=_now_timestamp(), member=member.name)
-                )
+                item.attempts.append([wall_ns, member.name, ""])
                 heapq.heappush(self.timeouts, (item.deadline, next(self._ties), item.turn, item))
                 member.held[item.position] = item
                 member.unsent.append(item)
@@ -456,8 +471,8 @@ class GroupRuntime:
         member = item.member
         if member is not None:
             member.held.pop(item.position, None)
-            if item.attempts and not item.attempts[-1].outcome:
-                item.attempts[-1].outcome = outcome
+            if item.attempts and not item.attempts[-1][2]:
+                item.attempts[-1][2] = outcome
             item.member = None
             item.turn += 1
 
@@ -487,7 +502,10 @@ class GroupRuntime:
         parked = pb.ParkedEvent(
             reason=reason[:4096],
             parked_at=_now_timestamp(),
-            attempts=item.attempts[-ATTEMPTS_KEPT:],
+            attempts=[
+                pb.DeliveryAttempt(delivered_at=_timestamp(at), member=name, outcome=outcome)
+                for at, name, outcome in item.attempts[-ATTEMPTS_KEPT:]
+            ],
             deliveries=item.deliveries,
         )
         # The record exactly as stored (field 1), before the rest: parsing either way.

@@ -364,7 +364,16 @@ def _publish_violations(
 
 
 def validate(request: Any) -> None:
-    """Raise an INVALID_ARGUMENT RpcError if the request breaks its schema rules."""
+    """Raise an INVALID_ARGUMENT RpcError if the request breaks its schema rules.
+
+    The compiled rules (`rules.is_valid`, proved to judge as protovalidate does) pass a
+    valid request in a few microseconds; protovalidate itself words the refusals.
+    """
+    try:
+        if rules.is_valid(request):
+            return
+    except Exception:  # never the fast pass's to fail a request: protovalidate judges it
+        pass
     try:
         protovalidate.validate(request)
     except protovalidate.ValidationError as error:

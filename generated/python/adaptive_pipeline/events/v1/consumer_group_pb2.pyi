@@ -509,6 +509,26 @@ class Nack(_message.Message):
 Global___Nack: _TypeAlias = Nack  # noqa: Y015
 
 @_typing.final
+class Leave(_message.Message):
+    """The member stops: the events it holds and has not answered go back to the
+    group without counting as deliveries, and the server ends the stream. A
+    stream that ends without it (a crash, a lost connection) counts them.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Leave: _TypeAlias = Leave  # noqa: Y015
+
+@_typing.final
 class ConsumeRequest(_message.Message):
     """One message from a member."""
 
@@ -517,6 +537,7 @@ class ConsumeRequest(_message.Message):
     START_FIELD_NUMBER: _builtins.int
     ACK_FIELD_NUMBER: _builtins.int
     NACK_FIELD_NUMBER: _builtins.int
+    LEAVE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def start(self) -> Global___ConsumeStart:
         """Join a group (the first message, and only the first)."""
@@ -529,18 +550,23 @@ class ConsumeRequest(_message.Message):
     def nack(self) -> Global___Nack:
         """Events that failed."""
 
+    @_builtins.property
+    def leave(self) -> Global___Leave:
+        """The member stops (its last message)."""
+
     def __init__(
         self,
         *,
         start: Global___ConsumeStart | None = ...,
         ack: Global___Ack | None = ...,
         nack: Global___Nack | None = ...,
+        leave: Global___Leave | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "content", b"content", "nack", b"nack", "start", b"start"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "content", b"content", "leave", b"leave", "nack", b"nack", "start", b"start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "content", b"content", "nack", b"nack", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "content", b"content", "leave", b"leave", "nack", b"nack", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["start", "ack", "nack"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["start", "ack", "nack", "leave"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 

@@ -38,6 +38,7 @@ __all__ = (
     "GetPipelineStateResponse",
     "GetProcessingStateRequest",
     "GetProcessingStateResponse",
+    "Leave",
     "ListConsumerGroupsRequest",
     "ListConsumerGroupsResponse",
     "ListParkedEventsRequest",
@@ -745,6 +746,13 @@ class ConsumeRequest(betterproto2.Message):
     )
     """
     Events that failed.
+    """
+
+    leave: "Leave | None" = betterproto2.field(
+        4, betterproto2.TYPE_MESSAGE, optional=True, group="content"
+    )
+    """
+    The member stops (its last message).
     """
 
 
@@ -1555,6 +1563,20 @@ class GetProcessingStateResponse(betterproto2.Message):
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "GetProcessingStateResponse", GetProcessingStateResponse
 )
+
+
+@dataclass(eq=False, repr=False)
+class Leave(betterproto2.Message):
+    """
+    The member stops: the events it holds and has not answered go back to the
+    group without counting as deliveries, and the server ends the stream. A
+    stream that ends without it (a crash, a lost connection) counts them.
+    """
+
+    pass
+
+
+default_message_pool.register_message("adaptive_pipeline.events.v1", "Leave", Leave)
 
 
 @dataclass(eq=False, repr=False)
