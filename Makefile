@@ -88,6 +88,7 @@ test: $(STAMP) toolchains ## Run the test suite (Python, Node.js, Go, Java)
 .PHONY: bench
 bench: $(STAMP) ## The benchmarks that matter, ~9 min: the service beside its limits (one table of goals), codecs, validation, store, state queries, NATS, bad-token bursts
 	$(PYTHON) bench/service.py
+	$(PYTHON) bench/groups.py --quick
 	$(PYTHON) bench/codecs.py
 	$(PYTHON) bench/validation.py
 	$(PYTHON) bench/store.py --durability process --full-log-events 100000 --repeats 1
@@ -98,6 +99,7 @@ bench: $(STAMP) ## The benchmarks that matter, ~9 min: the service beside its li
 .PHONY: bench-full
 bench-full: $(STAMP) ## Every benchmark at full size (~30 min; store vs eventsourcing ~20 min of it)
 	$(PYTHON) bench/service.py
+	$(PYTHON) bench/groups.py
 	$(PYTHON) bench/codecs.py
 	$(PYTHON) bench/validation.py
 	$(PYTHON) bench/projections.py

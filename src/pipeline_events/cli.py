@@ -470,7 +470,7 @@ def _add_groups(commands: Any) -> None:
     actions = group.add_subparsers(dest="group_action", required=True, metavar="ACTION")
     create = _client_command(actions, "create", "create a consumer group (or check that it exists "
                              "with these settings)")  # fmt: skip
-    create.add_argument("name", type=_group_name)
+    create.add_argument("name", type=_group_name, help="the group's name")
     create.add_argument(
         "--start", type=_start_position, default="start", metavar="start|end|POSITION",
         help="from the first event (start, the default), only new ones (end), or after POSITION",
@@ -478,19 +478,19 @@ def _add_groups(commands: Any) -> None:
     _group_options(create)
     _client_command(actions, "list", "list the consumer groups with their progress")
     info = _client_command(actions, "info", "show one consumer group: progress, filter, settings")
-    info.add_argument("name", type=_group_name)
+    info.add_argument("name", type=_group_name, help="the group's name")
     update = _client_command(
         actions, "update", "change a consumer group's filter or settings (what is not given "
         "stays; its checkpoint and parked events stay)",
     )  # fmt: skip
-    update.add_argument("name", type=_group_name)
+    update.add_argument("name", type=_group_name, help="the group's name")
     update.add_argument("--every-event", action="store_true",
                         help="clear the filter first (then --type etc. start from nothing)")  # fmt: skip
     _group_options(update)
     delete = _client_command(
         actions, "delete", "delete a consumer group with its checkpoint and parked events"
     )
-    delete.add_argument("name", type=_group_name)
+    delete.add_argument("name", type=_group_name, help="the group's name")
 
 
 def _add_parked(commands: Any) -> None:
@@ -502,18 +502,18 @@ def _add_parked(commands: Any) -> None:
     )
     actions = parked.add_subparsers(dest="parked_action", required=True, metavar="ACTION")
     listing = _client_command(actions, "list", "list a group's parked events, in position order")
-    listing.add_argument("group", type=_group_name)
+    listing.add_argument("group", type=_group_name, help="the consumer group's name")
     listing.add_argument("--limit", type=_positive_int, metavar="N", help="show at most N")
     replay = _client_command(
         actions, "replay", "give parked events back to the group (the ones named, or all)"
     )
-    replay.add_argument("group", type=_group_name)
+    replay.add_argument("group", type=_group_name, help="the consumer group's name")
     replay.add_argument("event_ids", nargs="*", type=_uuid, metavar="EVENT_ID",
                         help="the events to replay (none: every parked event)")  # fmt: skip
     discard = _client_command(
         actions, "discard", "drop parked events for good (the ones named, or all with --all)"
     )
-    discard.add_argument("group", type=_group_name)
+    discard.add_argument("group", type=_group_name, help="the consumer group's name")
     discard.add_argument("event_ids", nargs="*", type=_uuid, metavar="EVENT_ID",
                          help="the events to discard")  # fmt: skip
     discard.add_argument("--all", action="store_true", help="discard every parked event")

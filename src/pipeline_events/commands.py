@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, TypeVar
 
-import grpc
 import orjson
 from adaptive_pipeline.events.v1 import envelope_pb2
 from google.protobuf import timestamp_pb2
@@ -730,7 +729,7 @@ def _group_call(args: argparse.Namespace, ask: Callable[[EventClient], _T]) -> _
             err.print(f"pipeline-events {_what(args)}: {_refusal(error)}")
             return None
         except ClientError as error:
-            if error.code != grpc.StatusCode.ALREADY_EXISTS:
+            if error.code.name != "ALREADY_EXISTS":  # a group with other settings
                 raise
             err.print(f"pipeline-events {_what(args)}: {error}")
             return None
@@ -761,12 +760,16 @@ def _selection(args: argparse.Namespace, current: ConsumerGroup | None = None) -
     def part(given: list[Any] | None, kept: tuple[Any, ...]) -> list[Any]:
         return list(kept) if given is None else given
 
-    keep = current is not None and not getattr(args, "every_event", False)
+    if current is None or getattr(args, "every_event", False):
+        kept: tuple[tuple[Any, ...], ...] = ((), (), (), ())
+    else:
+        kept = (current.event_types, current.categories, current.pipeline_ids,
+                current.processing_ids)  # fmt: skip
     return {
-        "event_types": part(args.type, current.event_types if keep else ()),
-        "categories": part(args.category, current.categories if keep else ()),
-        "pipeline_ids": part(args.pipeline, current.pipeline_ids if keep else ()),
-        "processing_ids": part(args.processing_id, current.processing_ids if keep else ()),
+        "event_types": part(args.type, kept[0]),
+        "categories": part(args.category, kept[1]),
+        "pipeline_ids": part(args.pipeline, kept[2]),
+        "processing_ids": part(args.processing_id, kept[3]),
     }
 
 
@@ -839,7 +842,11 @@ def _group_update(args: argparse.Namespace) -> int:
 
 
 def _group_delete(args: argparse.Namespace) -> int:
-    if _group_call(args, lambda client: client.delete_group(args.name) or True) is None:
+    def delete(client: EventClient) -> bool:
+        client.delete_group(args.name)
+        return True
+
+    if _group_call(args, delete) is None:
         return 1
     if args.json:
         _write_line({"name": args.name, "deleted": True})
