@@ -230,6 +230,9 @@ class GroupRuntime:
         self.parkings: list[domain.DomainEvent] = []  # their events, appended with them
         self.wake = asyncio.Event()
         self.last_flush = 0.0
+        # One flush at a time: a reader of parked records flushes first, and must not
+        # find the state half-way through the dispatcher's own flush.
+        self._flushing = asyncio.Lock()
         self.task: asyncio.Task[None] | None = None
         self.closed = False
         self._ids = itertools.count(1)
@@ -537,6 +540,10 @@ class GroupRuntime:
 
     async def flush(self) -> None:
         """Store the checkpoint with the parkings and removals made since the last flush."""
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         self._advance()
         writes, self.writes = self.writes, {}
         parkings, self.parkings = self.parkings, []
