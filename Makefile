@@ -34,7 +34,7 @@ $(STAMP): requirements-dev.txt pyproject.toml
 DEBIAN_PACKAGES := protobuf-compiler libprotobuf-dev g++ \
   golang-go golang-google-protobuf-dev protoc-gen-go golang-google-genproto-dev \
   golang-google-grpc-dev protoc-gen-go-grpc golang-github-golang-protobuf-1-5-dev \
-  openjdk-17-jdk-headless libprotobuf-java libgoogle-gson-java libguava-java
+  openjdk-17-jdk-headless libprotobuf-java libgoogle-gson-java libguava-java chromium
 
 .PHONY: toolchains
 toolchains: ## Install the Debian packages the cross-language tests need (apt-get; root or sudo)
