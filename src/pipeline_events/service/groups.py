@@ -220,10 +220,10 @@ class GroupRuntime:
         self.order: deque[int] = deque()  # positions read, oldest first (not replayed ones)
         self.by_id: dict[str, Outstanding] = {}
         self.ready: deque[Outstanding] = deque()
-        # Heaps of (when, tie-breaker, turn, event): a timer whose turn is no longer the
-        # event's is stale and skipped.
+        # A heap of (due, tie-breaker, turn, event): an entry whose turn is no longer the
+        # event's is stale and skipped. Ack timeouts need no timers of their own: each
+        # member's `held` is in delivery order, so its first entry expires first.
         self.retries: list[tuple[float, int, int, Outstanding]] = []
-        self.timeouts: list[tuple[float, int, int, Outstanding]] = []
         self._ties = itertools.count()
         self.members: dict[str, Member] = {}
         self.writes: dict[str, bytes | None] = {}  # state changes not stored yet
@@ -416,7 +416,6 @@ class GroupRuntime:
                 item.turn += 1
                 item.deadline = now + self.ack_timeout
                 item.attempts.append([wall_ns, member.name, ""])
-                heapq.heappush(self.timeouts, (item.deadline, next(self._ties), item.turn, item))
                 member.held[item.position] = item
                 member.unsent.append(item)
                 member.wake.set()
@@ -424,11 +423,17 @@ class GroupRuntime:
                     members.remove(member)
 
     def _expire(self, now: float) -> None:
-        while self.timeouts and self.timeouts[0][0] <= now:
-            _, _, turn, item = heapq.heappop(self.timeouts)
-            if item.turn == turn and item.member is not None and not item.done:
+        for member in list(self.members.values()):
+            while member.held:
+                item = next(iter(member.held.values()))
+                if item.deadline > now:
+                    break
                 self._release(item, "ack timeout")
                 self._failed(item, "ack timeout")
+
+    def _next_timeout(self) -> float | None:
+        firsts = [next(iter(m.held.values())).deadline for m in self.members.values() if m.held]
+        return min(firsts) if firsts else None
 
     def _due_retries(self, now: float) -> None:
         due = []
@@ -441,8 +446,9 @@ class GroupRuntime:
     async def _wait(self, loop: asyncio.AbstractEventLoop, want_events: bool) -> None:
         if self.wake.is_set():
             return
-        timers = [t for t in (self.timeouts[:1] + self.retries[:1])]
-        delay: float | None = min(t[0] for t in timers) - loop.time() if timers else None
+        next_retry = self.retries[0][0] if self.retries else None
+        due = [t for t in (self._next_timeout(), next_retry) if t is not None]
+        delay: float | None = min(due) - loop.time() if due else None
         if self.checkpoint != self.stored_checkpoint:
             delay = CHECKPOINT_SECONDS if delay is None else min(delay, CHECKPOINT_SECONDS)
         waits = {asyncio.ensure_future(self.wake.wait())}
