@@ -49,6 +49,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _whole_number(text: str) -> int:
+    if not text.isascii() or not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
+    return int(text)
+
+
 def _revision(text: str) -> int:
     if not text.isascii() or not text.isdigit():
         raise argparse.ArgumentTypeError(f"expected a revision >= 0, not {text!r}")
@@ -306,6 +312,35 @@ def _add_serve(commands: Any) -> None:
         help="the largest event envelope accepted, in bytes (default: the server's own "
         "limit, DEFAULT_MAX_EVENT_BYTES)",
     )
+    serve.add_argument(
+        "--metrics", type=_listen_address, metavar="HOST:PORT", default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: off)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--web", type=_listen_address, metavar="HOST:PORT", default=None,
+        help="serve the web console at http://HOST:PORT/ (default: off)",
+    )  # fmt: skip
+    logs = serve.add_argument_group("logs")
+    logs.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                      help="the least severe lines logged (default %(default)s)")  # fmt: skip
+    logs.add_argument("--log-format", choices=("text", "json"), default="text",
+                      help="text, or json: one JSON object per line (default %(default)s)")  # fmt: skip
+    logs.add_argument(
+        "--slow-call-ms", type=_whole_number, metavar="MS", default=1000,
+        help="log a unary call that takes longer than this, in milliseconds (default %(default)s)",
+    )  # fmt: skip
+    config = serve.add_argument_group("configuration")
+    config.add_argument(
+        "--config", metavar="FILE",
+        help="read settings from this TOML file, keys as the flags without --"
+        " (default: $PIPELINE_EVENTS_CONFIG); a flag wins over $PIPELINE_EVENTS_<FLAG>,"
+        " which wins over the file",
+    )  # fmt: skip
+    config.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration as TOML and exit")  # fmt: skip
+    from pipeline_events.service.config import mark_defaults
+
+    mark_defaults(serve)  # tells a flag given from a default (service.config.resolve)
 
 
 def _client_command(commands: Any, name: str, help: str) -> argparse.ArgumentParser:
@@ -427,6 +462,11 @@ def _add_state_queries(commands: Any) -> None:
     pipeline = _client_command(commands, "pipeline", "show one pipeline's state")
     pipeline.add_argument("pipeline_id", type=_uuid)
     _min_position(pipeline)
+    _client_command(
+        commands, "info",
+        "show the server: version, store and head, events by type, pipelines, runs by status,"
+        " subscriptions and consumer groups",
+    )  # fmt: skip
 
 
 def _group_options(command: argparse.ArgumentParser) -> None:
@@ -552,6 +592,15 @@ def _add_convert(commands: Any) -> None:
 # --- dispatch -----------------------------------------------------------------------------
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    """The `serve` subcommand's parser, as the CLI builds it."""
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices["serve"]
+    raise LookupError("the CLI has no serve command")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
     args = build_parser().parse_args(argv)
@@ -598,9 +647,10 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     try:
         if args.command == "serve":
+            from pipeline_events.service.config import options
             from pipeline_events.service.serve import run_serve
 
-            return run_serve(args)
+            return run_serve(args, options(serve_parser()))
         from pipeline_events import commands
 
         return commands.guarded(getattr(commands, f"run_{args.command}"), args)

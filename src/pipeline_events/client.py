@@ -76,6 +76,7 @@ RPC_METHODS: dict[str, str] = {
     "GetPipelineState": "get_pipeline_state",
     "GetProcessingState": "get_processing_state",
     "ListProcessingRuns": "list_processing_runs",
+    "GetServerInfo": "server_info",
 }
 
 CHANNEL_OPTIONS: list[tuple[str, int]] = [
@@ -493,6 +494,72 @@ class PublishResult:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupInfo:
+    """One consumer group's progress, in short (`group()` has the rest)."""
+
+    name: str
+    lag: int  # positions between its checkpoint and the log's head
+    parked: int
+    members: int
+    in_flight: int
+    waiting_retry: int
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """GetServerInfo's answer: what the server holds and serves.
+
+    Attributes:
+        events_by_type: by seed event name ("ChunkProcessed"; `Unknown(N)` for a type
+            this schema lacks); the whole log when `events_by_type_exact`, else (NATS)
+            the events appended through the server since it started.
+        runs_by_status: by status name, lower case ("running", "not_started"...).
+        position: how far the read models had folded the log (pipelines, runs).
+    """
+
+    server_version: str
+    store_backend: str
+    store_size_bytes: int
+    head_position: int
+    events_by_type: dict[str, int]
+    events_by_type_exact: bool
+    pipelines: int
+    runs_by_status: dict[str, int]
+    position: int
+    open_subscriptions: int
+    consumer_groups: tuple[GroupInfo, ...]
+
+    @classmethod
+    def from_proto(cls, message: service_pb2.GetServerInfoResponse) -> ServerInfo:
+        """Wrap a GetServerInfoResponse."""
+
+        def status_name(number: int) -> str:
+            try:
+                return ProcessingStatus(number).name.lower()
+            except ValueError:
+                return f"unknown({number})"
+
+        return cls(
+            server_version=message.server_version,
+            store_backend=message.store_backend,
+            store_size_bytes=message.store_size_bytes,
+            head_position=message.head_position,
+            events_by_type={
+                adapter.event_type_name(c.event_type): c.count for c in message.events_by_type
+            },
+            events_by_type_exact=message.events_by_type_exact,
+            pipelines=message.pipelines,
+            runs_by_status={status_name(c.status): c.count for c in message.runs_by_status},
+            position=message.position,
+            open_subscriptions=message.open_subscriptions,
+            consumer_groups=tuple(
+                GroupInfo(g.name, g.lag, g.parked, g.members, g.in_flight, g.waiting_retry)
+                for g in message.consumer_groups
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class PublishBatch:
     """One batch for `publish_stream`, with optional expected revisions."""
 
@@ -801,6 +868,29 @@ def _consume_reconnect(
         return retry_wait(error, failures, policy if joined else first, _RECONNECTABLE)
 
     return wait
+
+
+class _ParkedPages:
+    """ListParkedEvents pages until `limit` events (None: every one)."""
+
+    def __init__(self, group: str, limit: int | None):
+        self.group, self.limit = group, limit
+        self.found: list[ParkedEvent] = []
+        self.after = 0
+        self.done = limit is not None and limit <= 0
+
+    def next_request(self) -> consumer_group_pb2.ListParkedEventsRequest:
+        room = 1000 if self.limit is None else min(self.limit - len(self.found), 1000)
+        return consumer_group_pb2.ListParkedEventsRequest(
+            group=self.group, after_position=self.after, limit=room
+        )
+
+    def accept(self, response: consumer_group_pb2.ListParkedEventsResponse) -> None:
+        self.found.extend(
+            ParkedEvent.from_proto(p, RecordedEvent.from_proto) for p in response.events
+        )
+        self.after = response.next_after_position
+        self.done = not self.after or (self.limit is not None and len(self.found) >= self.limit)
 
 
 def _check_concurrency(concurrency: int) -> None:
@@ -1247,6 +1337,11 @@ class AsyncEventClient:
         """One raw page of ListProcessingRuns (`runs` pages for you)."""
         return await self._unary("ListProcessingRuns", request)
 
+    async def server_info(self) -> ServerInfo:
+        """The server's version, store, head, counts, subscriptions and groups."""
+        response = await self._unary("GetServerInfo", service_pb2.GetServerInfoRequest())
+        return ServerInfo.from_proto(response)
+
     # --- consumer groups ------------------------------------------------------------------
 
     async def create_group(
@@ -1320,22 +1415,10 @@ class AsyncEventClient:
 
     async def parked(self, group: str, *, limit: int | None = None) -> list[ParkedEvent]:
         """A group's parked events in position order (every one, or the first `limit`)."""
-        found: list[ParkedEvent] = []
-        after = 0
-        while limit is None or len(found) < limit:
-            request = consumer_group_pb2.ListParkedEventsRequest(
-                group=group,
-                after_position=after,
-                limit=1000 if limit is None else min(limit - len(found), 1000),
-            )
-            response = await self._unary("ListParkedEvents", request)
-            found.extend(
-                ParkedEvent.from_proto(p, RecordedEvent.from_proto) for p in response.events
-            )
-            after = response.next_after_position
-            if not after:
-                break
-        return found
+        pages = _ParkedPages(group, limit)
+        while not pages.done:
+            pages.accept(await self._unary("ListParkedEvents", pages.next_request()))
+        return pages.found
 
     async def replay_parked(self, group: str, event_ids: Iterable[str] = ()) -> int:
         """Give parked events (all, or the ones named) back to the group; how many."""
@@ -1805,6 +1888,12 @@ class EventClient:
         """One raw page of ListProcessingRuns (see AsyncEventClient.list_processing_runs)."""
         return self._unary("ListProcessingRuns", request)
 
+    def server_info(self) -> ServerInfo:
+        """The server's version, store, head, counts, subscriptions and groups."""
+        return ServerInfo.from_proto(
+            self._unary("GetServerInfo", service_pb2.GetServerInfoRequest())
+        )
+
     # --- consumer groups (see AsyncEventClient for the arguments) -------------------------
 
     def create_group(
@@ -1859,22 +1948,10 @@ class EventClient:
 
     def parked(self, group: str, *, limit: int | None = None) -> list[ParkedEvent]:
         """A group's parked events in position order (every one, or the first `limit`)."""
-        found: list[ParkedEvent] = []
-        after = 0
-        while limit is None or len(found) < limit:
-            request = consumer_group_pb2.ListParkedEventsRequest(
-                group=group,
-                after_position=after,
-                limit=1000 if limit is None else min(limit - len(found), 1000),
-            )
-            response = self._unary("ListParkedEvents", request)
-            found.extend(
-                ParkedEvent.from_proto(p, RecordedEvent.from_proto) for p in response.events
-            )
-            after = response.next_after_position
-            if not after:
-                break
-        return found
+        pages = _ParkedPages(group, limit)
+        while not pages.done:
+            pages.accept(self._unary("ListParkedEvents", pages.next_request()))
+        return pages.found
 
     def replay_parked(self, group: str, event_ids: Iterable[str] = ()) -> int:
         """Give parked events (all, or the ones named) back to the group; how many."""

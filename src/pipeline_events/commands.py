@@ -21,7 +21,6 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NamedTuple, TypeVar
@@ -91,35 +90,6 @@ def _client(args: argparse.Namespace) -> EventClient:
     )
 
 
-def _summary(event: domain.Event | domain.UnknownEvent) -> str:
-    """A short description of what happened, for one line of a table."""
-    if isinstance(event, domain.UnknownEvent):
-        return f"{len(event.envelope_bytes)} bytes of an unknown event type"
-    fields = []
-    for name in event.own_fields():
-        value = getattr(event, name)
-        if value is None or name in (
-            "processing_id",
-            "security_context",
-            "metrics",
-            "partial_metrics",
-        ):
-            continue
-        if isinstance(value, uuid.UUID):
-            value = str(value)[:8]
-        elif isinstance(value, bytes):
-            value = f"{len(value)} bytes"
-        elif isinstance(value, tuple):
-            value = ", ".join(map(str, value))
-        elif hasattr(value, "name") and not isinstance(value, str):
-            value = value.name.lower()
-        fields.append(f"{name}={value}")
-    metrics = getattr(event, "metrics", None) or getattr(event, "partial_metrics", None)
-    if metrics is not None:
-        fields.append(f"progress={metrics.bytes_processed}/{metrics.bytes_total} bytes")
-    return " ".join(fields)
-
-
 def contract_json(recorded: RecordedEvent) -> bytes:
     """The contract's proto3 JSON of a RecordedEvent (envelope, globalPosition, ...)."""
     seconds, nanos = divmod(recorded.recorded_at.epoch_ns, 1_000_000_000)
@@ -145,7 +115,7 @@ def _row(recorded: RecordedEvent) -> list[str]:
         event.event_type,
         str(event.pipeline_id)[:8],
         str(run)[:8] if run else "",
-        _summary(event),
+        reports.event_summary(event),
     ]
 
 
@@ -703,6 +673,17 @@ def run_pipeline(args: argparse.Namespace) -> int:
         _write_line(reports.as_json(messages.pipeline_to_proto(state)))
     else:
         _show(reports.pipeline_report(state))
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """`info`: what the server holds and serves, as a report or one JSON object."""
+    with _client(args) as client:
+        info = client.server_info()
+    if args.json:
+        _write_line(reports.info_json(info))
+    else:
+        _show(reports.info_report(info))
     return 0
 
 

@@ -9,6 +9,7 @@ no clock. Text is `Text`, never markup: ids, paths and error messages hold brack
 from __future__ import annotations
 
 import datetime as _dt
+import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -62,6 +63,35 @@ _UNITS = ("KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
 # --- values ---------------------------------------------------------------------------------
+
+
+def event_summary(event: domain.Event | domain.UnknownEvent) -> str:
+    """A short description of what happened, for one line of a table."""
+    if isinstance(event, domain.UnknownEvent):
+        return f"{len(event.envelope_bytes)} bytes of an unknown event type"
+    fields = []
+    for name in event.own_fields():
+        value = getattr(event, name)
+        if value is None or name in (
+            "processing_id",
+            "security_context",
+            "metrics",
+            "partial_metrics",
+        ):
+            continue
+        if isinstance(value, uuid.UUID):
+            value = str(value)[:8]
+        elif isinstance(value, bytes):
+            value = f"{len(value)} bytes"
+        elif isinstance(value, tuple):
+            value = ", ".join(map(str, value))
+        elif hasattr(value, "name") and not isinstance(value, str):
+            value = value.name.lower()
+        fields.append(f"{name}={value}")
+    metrics = getattr(event, "metrics", None) or getattr(event, "partial_metrics", None)
+    if metrics is not None:
+        fields.append(f"progress={metrics.bytes_processed}/{metrics.bytes_total} bytes")
+    return " ".join(fields)
 
 
 def status_name(status: ProcessingStatus | PipelineStatus | Any) -> str:
@@ -582,3 +612,59 @@ def parked_json(parked: ParkedEvent, event: dict[str, Any]) -> dict[str, Any]:
         ],
         "event": event,
     }
+
+
+# --- the server (`info`) --------------------------------------------------------------------
+
+
+def info_report(info: Any) -> Group:
+    """A `client.ServerInfo` for people: the server, its events, runs and consumer groups."""
+    size = _exact_size(info.store_size_bytes) if info.store_size_bytes else NONE
+    server = _fields(
+        [
+            ("version", info.server_version),
+            ("store", f"{info.store_backend}, {size}"),
+            ("head position", str(info.head_position)),
+            ("read models at", str(info.position)),
+            ("pipelines", str(info.pipelines)),
+            ("open subscriptions", str(info.open_subscriptions)),
+        ]
+    )
+    total = sum(info.events_by_type.values())
+    scope = "" if info.events_by_type_exact else ", appended since the server started"
+    events = _table(("type", "events"), numeric=("events",))
+    for name, count in sorted(info.events_by_type.items(), key=lambda item: (-item[1], item[0])):
+        events.add_row(Text(name), Text(str(count)))
+    runs = _table(("status", "runs"), numeric=("runs",))
+    for name, count in info.runs_by_status.items():
+        runs.add_row(Text(name), Text(str(count)))
+    groups = _table(
+        ("name", "lag", "parked", "members", "in flight", "waiting retry"),
+        numeric=("lag", "parked", "members", "in flight", "waiting retry"),
+    )
+    for group in info.consumer_groups:
+        values = (group.name, group.lag, group.parked, group.members, group.in_flight,
+                  group.waiting_retry)  # fmt: skip
+        groups.add_row(*(Text(str(value)) for value in values))
+    return Group(
+        _heading("server"),
+        server,
+        Text(""),
+        _heading(f"events by type ({total}{scope})"),
+        events if info.events_by_type else Text(NONE),
+        Text(""),
+        _heading(f"runs by status ({sum(info.runs_by_status.values())})"),
+        runs if info.runs_by_status else Text(NONE),
+        Text(""),
+        _heading(f"consumer groups ({len(info.consumer_groups)})"),
+        groups if info.consumer_groups else Text(NONE),
+    )
+
+
+def info_json(info: Any) -> dict[str, Any]:
+    """A `client.ServerInfo` as one JSON object (its fields; groups as a list of objects)."""
+    import dataclasses
+
+    data = dataclasses.asdict(info)
+    data["consumer_groups"] = [dataclasses.asdict(g) for g in info.consumer_groups]
+    return data

@@ -28,6 +28,7 @@ RPC_ROLES = {
     "GetPipelineState": "subscriber",
     "GetProcessingState": "subscriber",
     "ListProcessingRuns": "subscriber",
+    "GetServerInfo": "subscriber",
     # ConsumerGroupService: members and readers of groups; admin creates, changes,
     # deletes them and replays or discards their parked events.
     "Consume": "subscriber",

@@ -228,6 +228,8 @@ def _pipelines_of(rpc: str, request: Any) -> list[str]:
         return list(message.filter.aggregate_ids) or ["*"]  # unfiltered: every pipeline
     if rpc in ("GetPipelineState", "ListProcessingRuns"):
         return [message.pipeline_id or "*"]
+    if rpc == "GetServerInfo":
+        return ["*"]  # counts and groups of every pipeline
     if rpc in _GROUP_RPCS:
         # A group may carry any pipeline's events: only principals allowed every
         # pipeline use groups.
@@ -247,9 +249,11 @@ class AuthGuard(grpc.aio.ServerInterceptor):
         authenticator: Authenticator,
         violations: ViolationRecorder | None = None,
         limits: CallerLimits | None = None,
+        on_refusal: Callable[[str], None] | None = None,
     ):
         self.auth = authenticator
         self.violations = violations
+        self.on_refusal = on_refusal  # called with each refusal's kind (metrics)
         self.limits = limits or CallerLimits()
         self._open: Counter[str] = Counter()  # open streams by principal
         self._buckets: dict[str, _Bucket] = {}
@@ -357,6 +361,8 @@ class AuthGuard(grpc.aio.ServerInterceptor):
         return principal
 
     def _note(self, kind: str, context: Any, principal: Principal | None) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(kind)
         if self.violations is not None:
             # Who: the token's principal, else the verified client certificate (mutual TLS).
             user = principal.name if principal else peer_identity(context)

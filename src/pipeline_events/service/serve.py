@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import gc
 import ipaddress
+import json
 import logging
 import re
 import signal
@@ -17,13 +18,22 @@ import socket
 import sqlite3
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from pipeline_events.service.config import (
+    ConfigError,
+    Option,
+    Resolved,
+    resolve,
+    shown,
+)
 from pipeline_events.store import EventStore, StoreError, open_store
 from pipeline_events.tls import TlsError
 
 if TYPE_CHECKING:
+    from pipeline_events.service.access_log import AccessLog
     from pipeline_events.service.server import RunningServer
 
 log = logging.getLogger("pipeline_events.server")
@@ -41,6 +51,10 @@ _PORT = re.compile(r"[0-9]{1,5}")
 
 class StartupError(ValueError):
     """The server refused its settings (e.g. a limit out of range)."""
+
+
+class FeatureUnavailable(RuntimeError):
+    """`--metrics` or `--web` asked for, and its module cannot be imported here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +168,10 @@ async def serve(
     streams_per_caller: int | None = None,
     publish_rate: float | None = None,
     stalled_stream_seconds: float | None = None,
+    metrics_listen: ListenAddress | None = None,
+    web_listen: ListenAddress | None = None,
+    access_log: AccessLog | None = None,
+    configuration: Resolved | None = None,
 ) -> None:
     """Run the EventService until a signal; in-flight publishes finish before exit.
 
@@ -169,6 +187,11 @@ async def serve(
         streams_per_caller: streams one principal may hold open (with `auth`).
         publish_rate: events per second one principal may publish (with `auth`).
         stalled_stream_seconds: end a stream whose client takes no response this long.
+        metrics_listen: serve Prometheus metrics there (`service.metrics`).
+        web_listen: serve the web console there (`pipeline_events.web`).
+        access_log: log refused, failed and slow calls (`service.access_log`).
+        configuration: logged once (redacted) when the server has started; a server
+            that fails to start says only why, in one line.
 
     Raises:
         ValueError: a bad listen address.
@@ -189,6 +212,13 @@ async def serve(
         from pipeline_events.service.auth import Authenticator
 
         authenticator = Authenticator.open(auth)
+    metrics = None
+    if metrics_listen is not None:
+        Metrics = _feature("--metrics", "pipeline_events.service.metrics", "Metrics")
+        metrics = Metrics()
+    start_console = (
+        None if web_listen is None else _feature("--web", "pipeline_events.web", "start_console")
+    )
     store = await _open(store_url)
     try:
         credentials = None if server_tls is None else server_tls.credentials()
@@ -199,9 +229,31 @@ async def serve(
             limits = CallerLimits(streams_per_caller or DEFAULT_STREAMS_PER_PRINCIPAL, publish_rate)
         running = await _start(
             store, address, max_event_bytes, credentials, authenticator, reflection_on, limits,
-            stalled_stream_seconds,
+            stalled_stream_seconds, metrics=metrics, access_log=access_log,
         )  # fmt: skip
     except BaseException:
+        await store.close()
+        raise
+    console = None
+    try:
+        if metrics is not None:
+            assert metrics_listen is not None
+            port = metrics.serve_http(str(metrics_listen))
+            where = ListenAddress(metrics_listen.host, port or metrics_listen.port)
+            log.info("metrics on http://%s/metrics", where, extra={"metrics": str(where)})
+        if start_console is not None:
+            assert web_listen is not None
+            console = await start_console(running, str(web_listen), authenticator=authenticator)
+            where = ListenAddress(
+                web_listen.host, getattr(console, "port", None) or web_listen.port
+            )
+            log.info("web console on http://%s/", where, extra={"web": str(where)})
+    except BaseException:
+        if console is not None:
+            await console.stop()
+        await running.stop(0)
+        if metrics is not None:
+            metrics.close()
         await store.close()
         raise
     # What startup made (modules, the read models of the snapshot) is long-lived: out of
@@ -224,14 +276,29 @@ async def serve(
     loop.add_signal_handler(signal.SIGHUP, reload)
     security = "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS")
     security += ", tokens" if authenticator is not None else ", no tokens"
+    if configuration is not None:  # once, redacted, now that the server has started
+        log.info(
+            "configuration: %s", configuration.one_line(),
+            extra={"config": configuration.redacted(), "sources": configuration.sources()},
+        )  # fmt: skip
     # One line, always printed: where it listens and what it stores (tests read the port here).
+    where = ListenAddress(address.host, running.port)
     log.info(
-        "listening on %s, store %s, %s",
-        ListenAddress(address.host, running.port), store_url, security,
+        "listening on %s, store %s, %s", where, shown(store_url), security,
+        extra={"listen": str(where), "port": running.port, "store": shown(store_url),
+               "security": security},
     )  # fmt: skip
     await stop.wait()
     log.info("shutting down: health NOT_SERVING, finishing in-flight calls")
+    if access_log is not None:
+        access_log.stopping = True  # the streams the stop ends are not failures
+    if console is not None:
+        await console.stop()
     await running.stop(grace)
+    if metrics is not None:
+        metrics.close()
+    if access_log is not None:
+        access_log.close()  # what it held back, said now
     await store.close()
     log.info("stopped")
 
@@ -278,10 +345,19 @@ async def _start(
     reflection_on: bool = True,
     limits: Any = None,
     stalled_stream_seconds: float | None = None,
+    *,
+    metrics: Any = None,
+    access_log: AccessLog | None = None,
 ) -> RunningServer:
     from pipeline_events.service.server import DEFAULT_MAX_EVENT_BYTES, start_server
 
     check_can_listen(address)
+    optional: dict[str, Any] = {  # given only when set: start_server's defaults otherwise
+        "caller_limits": limits,
+        "metrics": metrics,
+        "access_log": access_log,
+        "stalled_stream_seconds": stalled_stream_seconds,
+    }
     try:  # start_server itself turns gRPC's bind failure into an OSError
         return await start_server(
             store,
@@ -290,31 +366,34 @@ async def _start(
             credentials=credentials,
             authenticator=authenticator,
             reflection_on=reflection_on,
-            **({} if limits is None else {"caller_limits": limits}),
-            **(
-                {}
-                if stalled_stream_seconds is None
-                else {"stalled_stream_seconds": stalled_stream_seconds}
-            ),
+            **{name: value for name, value in optional.items() if value is not None},
         )
     except ValueError as error:  # a limit start_server refuses
         raise StartupError(str(error)) from error
 
 
-def run_serve(args: argparse.Namespace) -> int:
+def run_serve(args: argparse.Namespace, table: list[Option]) -> int:
     """`serve`: log to stderr, serve until a signal, exit 0 after a graceful stop.
 
-    A store that cannot be opened, an address that cannot be bound or a refused
-    setting is one line on stderr and exit status 1.
+    The settings come from the flags, the environment and the config file
+    (`service.config`; `table`: the serve parser's options, from the CLI); one that cannot be used is one line on stderr and exit
+    status 2, as is `--metrics` or `--web` where that feature is not installed.
+    `--print-config` prints them and exits 0. A store that cannot be opened, an
+    address that cannot be bound or a refused setting is one line and exit status 1.
     """
+    try:
+        resolved = resolve(args, table)
+    except ConfigError as error:
+        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        return 2
+    if getattr(args, "print_config", False):
+        sys.stdout.write(resolved.toml())
+        return 0
     # Without the [grpc] extra this fails here, before anything has started.
     import pipeline_events.service.server  # noqa: F401
+    from pipeline_events.service.access_log import AccessLog
 
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(args.log_level, args.log_format)
     if (args.publish_rate or args.max_streams_per_caller) and not args.auth:
         print(
             "pipeline-events serve: --publish-rate and --max-streams-per-caller limit"
@@ -332,6 +411,14 @@ def run_serve(args: argparse.Namespace) -> int:
             Path(args.tls_key),
             Path(args.tls_client_ca) if args.tls_client_ca else None,
         )
+    try:  # before anything starts: a feature this installation lacks is a usage error
+        if args.metrics is not None:
+            _feature("--metrics", "pipeline_events.service.metrics", "Metrics")
+        if args.web is not None:
+            _feature("--web", "pipeline_events.web", "start_console")
+    except FeatureUnavailable as error:
+        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(
             serve(
@@ -340,12 +427,74 @@ def run_serve(args: argparse.Namespace) -> int:
                 reflection_on=not args.no_reflection,
                 streams_per_caller=args.max_streams_per_caller, publish_rate=args.publish_rate,
                 stalled_stream_seconds=args.stalled_stream_timeout,
+                metrics_listen=args.metrics, web_listen=args.web,
+                access_log=AccessLog(slow_call_ms=args.slow_call_ms), configuration=resolved,
             )
         )  # fmt: skip
+    except FeatureUnavailable as error:
+        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        return 2
     except (StoreError, OSError, StartupError, TlsError, ValueError) as error:
         print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _feature(flag: str, module: str, name: str) -> Any:
+    """`name` from `module`, imported now; FeatureUnavailable (one line) if it cannot be."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError as error:  # the module, or a package it needs, is not installed
+        raise FeatureUnavailable(
+            f"{flag} is unavailable in this installation ({module}: {error})"
+        ) from None
+    except AttributeError:
+        raise FeatureUnavailable(
+            f"{flag} is unavailable in this installation ({module} has no {name})"
+        ) from None
+
+
+# --- logs ------------------------------------------------------------------------------------
+
+#: A LogRecord's own attributes: whatever else it has came in `extra` (JSON fields).
+_RECORD_FIELDS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "taskName",
+}  # fmt: skip
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time (RFC 3339, UTC), level, logger, message, extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        when = datetime.fromtimestamp(record.created, UTC)
+        line: dict[str, Any] = {
+            "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _RECORD_FIELDS and key not in line:
+                line[key] = value
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str, ensure_ascii=False)
+
+
+def configure_logging(level: str = "info", log_format: str = "text") -> None:
+    """stderr, at `level` (debug, info, warning, error), as text lines or JSON lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
 
 
 def _one_line(error: BaseException) -> str:

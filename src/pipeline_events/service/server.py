@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from adaptive_pipeline.events.v1 import service_pb2, service_pb2_grpc
@@ -15,7 +17,9 @@ from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from pipeline_events import __version__
 from pipeline_events.projections import ProcessingStatus, messages
+from pipeline_events.service.access_log import AccessLog
 from pipeline_events.service.auth import (
     CALLER,
     Authenticator,
@@ -61,6 +65,9 @@ from pipeline_events.store import (
     ProposedEvent,
     StoreError,
 )
+
+if TYPE_CHECKING:
+    from pipeline_events.service.metrics import Metrics
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["EventService"].full_name
 DEFAULT_PAGE = 1000  # ReadAggregate page size when the request says 0
@@ -139,6 +146,12 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         self.page_bytes = page_bytes
         self.stopping = asyncio.Event()  # set by begin_shutdown: streams end UNAVAILABLE
         self._idle_wake_seconds = idle_wake_seconds
+        self.metrics: Metrics | None = None  # set by start_server when metrics are on
+        self.groups: Any = None  # the ConsumerGroups, set by start_server (GetServerInfo)
+        self.subscriptions = 0  # Subscribe streams open now
+        # Events appended through this service since it started, by EventType value
+        # (GetServerInfo's counts on a store that cannot count its log).
+        self.appended_by_type: Counter[int] = Counter()
 
     def begin_shutdown(self) -> None:
         """End every subscription (UNAVAILABLE, so clients resume elsewhere)."""
@@ -161,9 +174,18 @@ class EventService(service_pb2_grpc.EventServiceServicer):
         expected = {check.aggregate_id: _expected(check) for check in request.expected_revisions}
         try:
             batch = [ProposedEvent.of(e, raw) for e, raw in zip(request.events, sent, strict=True)]
-            result = await self.store.append(batch, expected)
+            started = time.perf_counter()
+            try:
+                result = await self.store.append(batch, expected)
+            finally:
+                if self.metrics is not None:
+                    self.metrics.store_appended(time.perf_counter() - started)
         except StoreError as error:
             raise from_store_error(error) from error
+        if not result.already_recorded:
+            self.appended_by_type.update(event.event_type for event in batch)
+            if self.metrics is not None:
+                self.metrics.appended(batch)
         return service_pb2.PublishResponse(
             positions=[
                 service_pb2.EventPosition(global_position=p.global_position, revision=p.revision)
@@ -181,6 +203,8 @@ class EventService(service_pb2_grpc.EventServiceServicer):
     async def PublishStream(self, request_iterator, context):
         async for request in request_iterator:
             if isinstance(request, Undecodable):  # answered like a rejected batch; goes on
+                if self.metrics is not None:
+                    self.metrics.validation_refused("PublishStream")
                 error = publish_error(request.rpc_error())
                 yield service_pb2.PublishStreamResponse(batch_id=0, error=error)
                 continue
@@ -188,6 +212,8 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             try:
                 published = await self._publish(request, events_field=2)
             except RpcError as error:
+                if self.metrics is not None and error.status.code == code_pb2.INVALID_ARGUMENT:
+                    self.metrics.validation_refused("PublishStream")  # the stream goes on
                 yield service_pb2.PublishStreamResponse(
                     batch_id=batch_id, error=publish_error(error)
                 )
@@ -229,11 +255,14 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             validate(request)
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
+        self.subscriptions += 1
         try:
             async for message in self._subscription(request):
                 yield message
         except StoreError as error:
             await context.abort_with_status(from_store_error(error).grpc_status())
+        finally:
+            self.subscriptions -= 1
         if self.stopping.is_set():
             await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
 
@@ -365,6 +394,8 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             if caller is not None and not caller.may_touch([str(state.pipeline_id)]):
                 if self.violations is not None:
                     self.violations.note("permission_denied", source_of(context), caller.name)
+                if self.metrics is not None:
+                    self.metrics.security_refused("permission_denied")
                 raise pipeline_refusal(caller)
             response = service_pb2.GetProcessingStateResponse(position=position)
             response.state.CopyFrom(messages.run_to_proto(state))
@@ -398,6 +429,46 @@ class EventService(service_pb2_grpc.EventServiceServicer):
             return response
         except RpcError as error:
             await context.abort_with_status(error.grpc_status())
+
+    async def GetServerInfo(self, request, context):
+        from pipeline_events.service.metrics import store_backend, store_size_bytes
+
+        try:
+            head = await self.store.head_position()
+            counts = await self.store.event_counts()
+        except StoreError as error:
+            await context.abort_with_status(from_store_error(error).grpc_status())
+        exact = counts is not None
+        if counts is None:
+            counts = dict(self.appended_by_type)
+        models = self.read_models
+        await models.settle(READ_YOUR_WRITES_SECONDS)  # the appends gathering, folded
+        statuses = Counter(int(run.status) for run in models.states.runs.values())
+        response = service_pb2.GetServerInfoResponse(
+            server_version=__version__,
+            store_backend=store_backend(self.store),
+            store_size_bytes=store_size_bytes(self.store),
+            head_position=head,
+            events_by_type=[
+                service_pb2.EventTypeCount(event_type=t, count=n) for t, n in sorted(counts.items())
+            ],
+            events_by_type_exact=exact,
+            pipelines=len(models.states.pipelines),
+            runs_by_status=[
+                service_pb2.RunStatusCount(status=s, count=n) for s, n in sorted(statuses.items())
+            ],
+            position=models.position,
+            open_subscriptions=self.subscriptions,
+        )
+        runtimes = [] if self.groups is None else list(self.groups.groups.values())
+        for runtime in sorted(runtimes, key=lambda r: r.name):
+            shown = runtime.describe(head)
+            response.consumer_groups.add(
+                name=shown.name, lag=max(0, shown.head - shown.checkpoint), parked=shown.parked,
+                members=shown.members, in_flight=shown.in_flight,
+                waiting_retry=shown.waiting_retry,
+            )  # fmt: skip
+        return response
 
 
 _TOKEN_PREFIX = "runs-before-"
@@ -458,6 +529,11 @@ def _add_event_service(service: EventService, server: grpc.aio.Server) -> None:
             service_pb2.ListProcessingRunsRequest.FromString,
             service_pb2.ListProcessingRunsResponse.SerializeToString,
         ),
+        "GetServerInfo": grpc.unary_unary_rpc_method_handler(
+            service.GetServerInfo,
+            service_pb2.GetServerInfoRequest.FromString,
+            service_pb2.GetServerInfoResponse.SerializeToString,
+        ),
     }
     missing = set(service_pb2.DESCRIPTOR.services_by_name["EventService"].methods_by_name)
     assert missing == set(handlers), f"RPCs without a handler: {missing - set(handlers)}"
@@ -501,6 +577,8 @@ async def start_server(
     reflection_on: bool = True,
     caller_limits: CallerLimits | None = None,
     stalled_stream_seconds: float = DEFAULT_STALLED_STREAM_SECONDS,
+    access_log: AccessLog | None = None,
+    metrics: Metrics | None = None,
 ) -> RunningServer:
     """Build, bind and start a server hosting the EventService, health and reflection.
 
@@ -526,13 +604,24 @@ async def start_server(
     violations = None if authenticator is None else ViolationRecorder(store)
     server = grpc.aio.server(
         interceptors=[
-            StalledStreams(stalled_stream_seconds),  # outermost: it does the writing
+            # Outermost: it sees every refusal (it wraps StalledStreams' writing handlers).
+            *([] if access_log is None else [access_log]),
+            StalledStreams(stalled_stream_seconds),  # outermost but the log: it does the writing
+            # Outside the others: it sees every call's final status, refusals included.
+            *([] if metrics is None else [metrics.interceptor()]),
             call_limit,
             # Outside the decoding: a caller without a token learns nothing else.
             *(
                 []
                 if authenticator is None
-                else [AuthGuard(authenticator, violations, caller_limits or CallerLimits())]
+                else [
+                    AuthGuard(
+                        authenticator,
+                        violations,
+                        caller_limits or CallerLimits(),
+                        on_refusal=None if metrics is None else metrics.security_refused,
+                    )
+                ]
             ),
             DecodeGuard(tolerant_streams=[f"/{SERVICE_NAME}/PublishStream"]),
         ],
@@ -555,6 +644,10 @@ async def start_server(
     )
     _add_event_service(service, server)
     groups = ConsumerGroups(store, service.page_bytes)
+    service.groups = groups
+    if metrics is not None:
+        service.metrics = metrics
+        metrics.attach(service, groups, call_limit)
     add_group_service(ConsumerGroupService(groups, service.stopping), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

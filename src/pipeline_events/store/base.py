@@ -607,6 +607,11 @@ class EventStore(abc.ABC):
     async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
         """Every state record whose key starts with `prefix`, in key order."""
 
+    async def event_counts(self) -> dict[int, int] | None:
+        """Events in the log by EventType value (None: this store cannot count them
+        cheaply; the default)."""
+        return None
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Release resources; pending appends are finished first."""

@@ -161,6 +161,13 @@ class MemoryEventStore(EventStore):
         self._check_open()
         return len(self._log)
 
+    async def event_counts(self) -> dict[int, int] | None:
+        self._check_open()
+        counts: dict[int, int] = {}
+        for event in self._indexed:
+            counts[event.event_type] = counts.get(event.event_type, 0) + 1
+        return counts
+
     async def wait_for_append(self, after_position: int, timeout: float | None = None) -> int:
         self._check_open()
         return await self._signal.wait(after_position, timeout)

@@ -395,6 +395,8 @@ class SQLiteEventStore(EventStore):
         self._write_lock = threading.Lock()
         self._connection: sqlite3.Connection | None = None
         self._head = 0  # last committed global position
+        self._counts: dict[int, int] = {}  # events by type, up to _counted_to (event_counts)
+        self._counted_to = 0
         self._revisions: dict[str, int] = {}  # aggregate -> latest committed revision (a cache)
         self._recent: dict[bytes, int] = {}  # event id -> position, for ids not in event_ids
         self._merged_to = 0  # event_ids holds the ids of positions up to here
@@ -917,6 +919,30 @@ class SQLiteEventStore(EventStore):
         self._check_open()
         assert self._signal is not None
         return await self._signal.wait(after_position, timeout)
+
+    async def event_counts(self) -> dict[int, int] | None:
+        """Events by type. The first call scans the log; later ones count only what was
+        appended since (a range of the primary key), so asking often costs little."""
+        self._check_open()
+        counted_to, head = self._counted_to, self._head
+        if head > counted_to:
+            fresh = await self._read(self._event_counts, counted_to, head)
+            if self._counted_to == counted_to:  # no concurrent call merged this range
+                for event_type, count in fresh:
+                    self._counts[event_type] = self._counts.get(event_type, 0) + count
+                self._counted_to = head
+        return dict(self._counts)
+
+    def _event_counts(self, after: int, up_to: int) -> list[tuple[int, int]]:
+        return (
+            self._reader()
+            .execute(  # type: ignore[no-any-return]
+                "SELECT event_type, count(*) FROM events WHERE position > ? AND position <= ?"
+                " GROUP BY event_type",
+                (after, up_to),
+            )
+            .fetchall()
+        )
 
     # --- snapshots -----------------------------------------------------------------------
 

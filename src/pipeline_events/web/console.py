@@ -32,7 +32,13 @@ from pipeline_events import adapter, domain
 from pipeline_events.consumer import ConsumerGroup
 from pipeline_events.errors import DecodeError
 from pipeline_events.projections import ProcessingRunState, ProcessingStatus
-from pipeline_events.reports import filter_summary, group_json, rfc3339, status_name
+from pipeline_events.reports import (
+    event_summary,
+    filter_summary,
+    group_json,
+    rfc3339,
+    status_name,
+)
 from pipeline_events.service.auth import Authenticator
 from pipeline_events.service.errors import RpcError
 from pipeline_events.service.server import RunningServer
@@ -101,35 +107,6 @@ async def start_console(
 
 
 # --- what the pages show, as JSON ----------------------------------------------------------
-
-
-def details(event: domain.Event | domain.UnknownEvent) -> str:
-    """What happened, in one line (the event's own fields, as `tail` prints them)."""
-    if isinstance(event, domain.UnknownEvent):
-        return f"{len(event.envelope_bytes)} bytes of an unknown event type"
-    parts = []
-    for name in event.own_fields():
-        value = getattr(event, name)
-        if value is None or name in (
-            "processing_id",
-            "security_context",
-            "metrics",
-            "partial_metrics",
-        ):
-            continue
-        if isinstance(value, uuid.UUID):
-            value = str(value)[:8]
-        elif isinstance(value, bytes):
-            value = f"{len(value)} bytes"
-        elif isinstance(value, tuple):
-            value = ", ".join(map(str, value))
-        elif hasattr(value, "name") and not isinstance(value, str):
-            value = value.name.lower()
-        parts.append(f"{name}={value}")
-    metrics = getattr(event, "metrics", None) or getattr(event, "partial_metrics", None)
-    if metrics is not None:
-        parts.append(f"progress={metrics.bytes_processed}/{metrics.bytes_total} bytes")
-    return " ".join(parts)
 
 
 def _time(value: Any) -> str | None:
@@ -434,7 +411,7 @@ class _ConsoleApp:
             "pipeline_name": "" if pipeline is None else pipeline.pipeline_name,
             "processing_id": None if run is None else str(run),
             "time": rfc3339(event.occurred_at),
-            "details": details(event),
+            "details": event_summary(event),
         }
 
     async def stream(self, request: web.Request) -> web.StreamResponse:

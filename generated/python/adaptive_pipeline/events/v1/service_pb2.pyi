@@ -787,3 +787,192 @@ class ListProcessingRunsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListProcessingRunsResponse: _TypeAlias = ListProcessingRunsResponse  # noqa: Y015
+
+@_typing.final
+class GetServerInfoRequest(_message.Message):
+    """Request of GetServerInfo."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoRequest: _TypeAlias = GetServerInfoRequest  # noqa: Y015
+
+@_typing.final
+class GetServerInfoResponse(_message.Message):
+    """Response of GetServerInfo: a snapshot of the server, as of the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVER_VERSION_FIELD_NUMBER: _builtins.int
+    STORE_BACKEND_FIELD_NUMBER: _builtins.int
+    STORE_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    HEAD_POSITION_FIELD_NUMBER: _builtins.int
+    EVENTS_BY_TYPE_FIELD_NUMBER: _builtins.int
+    EVENTS_BY_TYPE_EXACT_FIELD_NUMBER: _builtins.int
+    PIPELINES_FIELD_NUMBER: _builtins.int
+    RUNS_BY_STATUS_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    OPEN_SUBSCRIPTIONS_FIELD_NUMBER: _builtins.int
+    CONSUMER_GROUPS_FIELD_NUMBER: _builtins.int
+    server_version: _builtins.str
+    """The server's version (its Python package's, e.g. "0.1.0")."""
+    store_backend: _builtins.str
+    """The store's backend: "sqlite", "nats" or "memory"."""
+    store_size_bytes: _builtins.int
+    """The store's size in bytes, when known (SQLite: the database file and its
+    write-ahead log); 0 when not known (memory, NATS).
+    """
+    head_position: _builtins.int
+    """The log's last global position (0: the log is empty)."""
+    events_by_type_exact: _builtins.bool
+    """Whether events_by_type counts every event of the log."""
+    pipelines: _builtins.int
+    """Pipelines in the read models, deleted ones included."""
+    position: _builtins.int
+    """How far the read models had folded the log (their counts are as of
+    here).
+    """
+    open_subscriptions: _builtins.int
+    """Subscribe streams open on this server now."""
+    @_builtins.property
+    def events_by_type(self) -> _containers.RepeatedCompositeFieldContainer[Global___EventTypeCount]:
+        """Events by type, one entry per type present, by EventType value. Counted
+        in the whole log (SQLite, memory) when events_by_type_exact is set;
+        otherwise (NATS) only the events appended through this server since it
+        started.
+        """
+
+    @_builtins.property
+    def runs_by_status(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunStatusCount]:
+        """Processing runs in the read models by status, one entry per status
+        present.
+        """
+
+    @_builtins.property
+    def consumer_groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsumerGroupInfo]:
+        """Every consumer group of this server, by name."""
+
+    def __init__(
+        self,
+        *,
+        server_version: _builtins.str = ...,
+        store_backend: _builtins.str = ...,
+        store_size_bytes: _builtins.int = ...,
+        head_position: _builtins.int = ...,
+        events_by_type: _abc.Iterable[Global___EventTypeCount] | None = ...,
+        events_by_type_exact: _builtins.bool = ...,
+        pipelines: _builtins.int = ...,
+        runs_by_status: _abc.Iterable[Global___RunStatusCount] | None = ...,
+        position: _builtins.int = ...,
+        open_subscriptions: _builtins.int = ...,
+        consumer_groups: _abc.Iterable[Global___ConsumerGroupInfo] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consumer_groups", b"consumer_groups", "events_by_type", b"events_by_type", "events_by_type_exact", b"events_by_type_exact", "head_position", b"head_position", "open_subscriptions", b"open_subscriptions", "pipelines", b"pipelines", "position", b"position", "runs_by_status", b"runs_by_status", "server_version", b"server_version", "store_backend", b"store_backend", "store_size_bytes", b"store_size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetServerInfoResponse: _TypeAlias = GetServerInfoResponse  # noqa: Y015
+
+@_typing.final
+class EventTypeCount(_message.Message):
+    """The number of events of one type."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    event_type: _envelope_pb2.EventType.ValueType
+    """The events' type (a value this server's schema may not name)."""
+    count: _builtins.int
+    """How many there are."""
+    def __init__(
+        self,
+        *,
+        event_type: _envelope_pb2.EventType.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "event_type", b"event_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventTypeCount: _TypeAlias = EventTypeCount  # noqa: Y015
+
+@_typing.final
+class RunStatusCount(_message.Message):
+    """The number of processing runs in one status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    status: _state_pb2.ProcessingStatus.ValueType
+    """The runs' status."""
+    count: _builtins.int
+    """How many there are."""
+    def __init__(
+        self,
+        *,
+        status: _state_pb2.ProcessingStatus.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunStatusCount: _TypeAlias = RunStatusCount  # noqa: Y015
+
+@_typing.final
+class ConsumerGroupInfo(_message.Message):
+    """One consumer group's progress, in short (GetConsumerGroup has the rest)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    LAG_FIELD_NUMBER: _builtins.int
+    PARKED_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    IN_FLIGHT_FIELD_NUMBER: _builtins.int
+    WAITING_RETRY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The group's name."""
+    lag: _builtins.int
+    """Positions between the group's checkpoint and the log's head."""
+    parked: _builtins.int
+    """Its parked events."""
+    members: _builtins.int
+    """Its members (Consume streams) connected now."""
+    in_flight: _builtins.int
+    """Events delivered to its members and not answered yet."""
+    waiting_retry: _builtins.int
+    """Failed events waiting out their backoff."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        lag: _builtins.int = ...,
+        parked: _builtins.int = ...,
+        members: _builtins.int = ...,
+        in_flight: _builtins.int = ...,
+        waiting_retry: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["in_flight", b"in_flight", "lag", b"lag", "members", b"members", "name", b"name", "parked", b"parked", "waiting_retry", b"waiting_retry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConsumerGroupInfo: _TypeAlias = ConsumerGroupInfo  # noqa: Y015

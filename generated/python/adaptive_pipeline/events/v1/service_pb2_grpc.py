@@ -93,6 +93,11 @@ class EventServiceStub:
                 request_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsRequest.SerializeToString,
                 response_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsResponse.FromString,
                 _registered_method=True)
+        self.GetServerInfo = channel.unary_unary(
+                '/adaptive_pipeline.events.v1.EventService/GetServerInfo',
+                request_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetServerInfoRequest.SerializeToString,
+                response_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetServerInfoResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -177,6 +182,15 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetServerInfo(self, request, context):
+        """What the server holds and serves, for operators (`pipeline-events
+        info`): its version, the store and its head, events by type, pipelines,
+        runs by status, open subscriptions and consumer groups.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +228,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.ListProcessingRuns,
                     request_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsRequest.FromString,
                     response_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsResponse.SerializeToString,
+            ),
+            'GetServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetServerInfo,
+                    request_deserializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetServerInfoRequest.FromString,
+                    response_serializer=adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -429,6 +448,33 @@ class EventService:
             '/adaptive_pipeline.events.v1.EventService/ListProcessingRuns',
             adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsRequest.SerializeToString,
             adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.ListProcessingRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/adaptive_pipeline.events.v1.EventService/GetServerInfo',
+            adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetServerInfoRequest.SerializeToString,
+            adaptive__pipeline_dot_events_dot_v1_dot_service__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,11 @@ class EventServiceStub:
     """Runs, newest (first seen latest) first, one page per call; filtered by
     pipeline and status.
     """
+    GetServerInfo: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetServerInfoRequest, _service_pb2.GetServerInfoResponse]
+    """What the server holds and serves, for operators (`pipeline-events
+    info`): its version, the store and its head, events by type, pipelines,
+    runs by status, open subscriptions and consumer groups.
+    """
 
 @_typing.type_check_only
 class EventServiceAsyncStub(EventServiceStub):
@@ -134,6 +139,11 @@ class EventServiceAsyncStub(EventServiceStub):
     ListProcessingRuns: _aio.UnaryUnaryMultiCallable[_service_pb2.ListProcessingRunsRequest, _service_pb2.ListProcessingRunsResponse]  # type: ignore[assignment]
     """Runs, newest (first seen latest) first, one page per call; filtered by
     pipeline and status.
+    """
+    GetServerInfo: _aio.UnaryUnaryMultiCallable[_service_pb2.GetServerInfoRequest, _service_pb2.GetServerInfoResponse]  # type: ignore[assignment]
+    """What the server holds and serves, for operators (`pipeline-events
+    info`): its version, the store and its head, events by type, pipelines,
+    runs by status, open subscriptions and consumer groups.
     """
 
 class EventServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -227,6 +237,17 @@ class EventServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_service_pb2.ListProcessingRunsResponse, _abc.Awaitable[_service_pb2.ListProcessingRunsResponse]]:
         """Runs, newest (first seen latest) first, one page per call; filtered by
         pipeline and status.
+        """
+
+    @_abc_1.abstractmethod
+    def GetServerInfo(
+        self,
+        request: _service_pb2.GetServerInfoRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.GetServerInfoResponse, _abc.Awaitable[_service_pb2.GetServerInfoResponse]]:
+        """What the server holds and serves, for operators (`pipeline-events
+        info`): its version, the store and its head, events by type, pipelines,
+        runs by status, open subscriptions and consumer groups.
         """
 
 def add_EventServiceServicer_to_server(servicer: EventServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -14,6 +14,7 @@ __all__ = (
     "ConsumeStart",
     "ConsumeStarted",
     "ConsumerGroup",
+    "ConsumerGroupInfo",
     "ConsumerGroupSettings",
     "CreateConsumerGroupRequest",
     "CreateConsumerGroupResponse",
@@ -30,6 +31,7 @@ __all__ = (
     "EventFilter",
     "EventPosition",
     "EventType",
+    "EventTypeCount",
     "ExpectedRevision",
     "FellBehind",
     "GetConsumerGroupRequest",
@@ -38,6 +40,8 @@ __all__ = (
     "GetPipelineStateResponse",
     "GetProcessingStateRequest",
     "GetProcessingStateResponse",
+    "GetServerInfoRequest",
+    "GetServerInfoResponse",
     "Leave",
     "ListConsumerGroupsRequest",
     "ListConsumerGroupsResponse",
@@ -78,6 +82,7 @@ __all__ = (
     "ReplayParkedEventsRequest",
     "ReplayParkedEventsResponse",
     "ResourceExhausted",
+    "RunStatusCount",
     "RunTransition",
     "SecurityContext",
     "SecurityLevel",
@@ -857,6 +862,48 @@ default_message_pool.register_message("adaptive_pipeline.events.v1", "ConsumerGr
 
 
 @dataclass(eq=False, repr=False)
+class ConsumerGroupInfo(betterproto2.Message):
+    """
+    One consumer group's progress, in short (GetConsumerGroup has the rest).
+    """
+
+    name: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The group's name.
+    """
+
+    lag: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    Positions between the group's checkpoint and the log's head.
+    """
+
+    parked: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    Its parked events.
+    """
+
+    members: "int" = betterproto2.field(4, betterproto2.TYPE_UINT32)
+    """
+    Its members (Consume streams) connected now.
+    """
+
+    in_flight: "int" = betterproto2.field(5, betterproto2.TYPE_UINT64)
+    """
+    Events delivered to its members and not answered yet.
+    """
+
+    waiting_retry: "int" = betterproto2.field(6, betterproto2.TYPE_UINT64)
+    """
+    Failed events waiting out their backoff.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "ConsumerGroupInfo", ConsumerGroupInfo
+)
+
+
+@dataclass(eq=False, repr=False)
 class ConsumerGroupSettings(betterproto2.Message):
     """
     How a group delivers. Every field has a default when left unset or zero.
@@ -1368,6 +1415,30 @@ default_message_pool.register_message("adaptive_pipeline.events.v1", "EventPosit
 
 
 @dataclass(eq=False, repr=False)
+class EventTypeCount(betterproto2.Message):
+    """
+    The number of events of one type.
+    """
+
+    event_type: "EventType" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: EventType(0)
+    )
+    """
+    The events' type (a value this server's schema may not name).
+    """
+
+    count: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    How many there are.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "EventTypeCount", EventTypeCount
+)
+
+
+@dataclass(eq=False, repr=False)
 class ExpectedRevision(betterproto2.Message):
     """
     A concurrency check on one aggregate, evaluated atomically with the append.
@@ -1562,6 +1633,99 @@ class GetProcessingStateResponse(betterproto2.Message):
 
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "GetProcessingStateResponse", GetProcessingStateResponse
+)
+
+
+@dataclass(eq=False, repr=False)
+class GetServerInfoRequest(betterproto2.Message):
+    """
+    Request of GetServerInfo.
+    """
+
+    pass
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "GetServerInfoRequest", GetServerInfoRequest
+)
+
+
+@dataclass(eq=False, repr=False)
+class GetServerInfoResponse(betterproto2.Message):
+    """
+    Response of GetServerInfo: a snapshot of the server, as of the call.
+    """
+
+    server_version: "str" = betterproto2.field(1, betterproto2.TYPE_STRING)
+    """
+    The server's version (its Python package's, e.g. "0.1.0").
+    """
+
+    store_backend: "str" = betterproto2.field(2, betterproto2.TYPE_STRING)
+    """
+    The store's backend: "sqlite", "nats" or "memory".
+    """
+
+    store_size_bytes: "int" = betterproto2.field(3, betterproto2.TYPE_UINT64)
+    """
+    The store's size in bytes, when known (SQLite: the database file and its
+    write-ahead log); 0 when not known (memory, NATS).
+    """
+
+    head_position: "int" = betterproto2.field(4, betterproto2.TYPE_UINT64)
+    """
+    The log's last global position (0: the log is empty).
+    """
+
+    events_by_type: "list[EventTypeCount]" = betterproto2.field(
+        5, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Events by type, one entry per type present, by EventType value. Counted
+    in the whole log (SQLite, memory) when events_by_type_exact is set;
+    otherwise (NATS) only the events appended through this server since it
+    started.
+    """
+
+    events_by_type_exact: "bool" = betterproto2.field(6, betterproto2.TYPE_BOOL)
+    """
+    Whether events_by_type counts every event of the log.
+    """
+
+    pipelines: "int" = betterproto2.field(7, betterproto2.TYPE_UINT64)
+    """
+    Pipelines in the read models, deleted ones included.
+    """
+
+    runs_by_status: "list[RunStatusCount]" = betterproto2.field(
+        8, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Processing runs in the read models by status, one entry per status
+    present.
+    """
+
+    position: "int" = betterproto2.field(9, betterproto2.TYPE_UINT64)
+    """
+    How far the read models had folded the log (their counts are as of
+    here).
+    """
+
+    open_subscriptions: "int" = betterproto2.field(10, betterproto2.TYPE_UINT32)
+    """
+    Subscribe streams open on this server now.
+    """
+
+    consumer_groups: "list[ConsumerGroupInfo]" = betterproto2.field(
+        11, betterproto2.TYPE_MESSAGE, repeated=True
+    )
+    """
+    Every consumer group of this server, by name.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "GetServerInfoResponse", GetServerInfoResponse
 )
 
 
@@ -2988,6 +3152,30 @@ class ResourceExhausted(betterproto2.Message):
 
 default_message_pool.register_message(
     "adaptive_pipeline.events.v1", "ResourceExhausted", ResourceExhausted
+)
+
+
+@dataclass(eq=False, repr=False)
+class RunStatusCount(betterproto2.Message):
+    """
+    The number of processing runs in one status.
+    """
+
+    status: "ProcessingStatus" = betterproto2.field(
+        1, betterproto2.TYPE_ENUM, default_factory=lambda: ProcessingStatus(0)
+    )
+    """
+    The runs' status.
+    """
+
+    count: "int" = betterproto2.field(2, betterproto2.TYPE_UINT64)
+    """
+    How many there are.
+    """
+
+
+default_message_pool.register_message(
+    "adaptive_pipeline.events.v1", "RunStatusCount", RunStatusCount
 )
 
 
