@@ -86,7 +86,7 @@ test: $(STAMP) toolchains ## Run the test suite (Python, Node.js, Go, Java)
 	$(PYTHON) -m pytest
 
 .PHONY: bench
-bench: $(STAMP) ## The benchmarks that matter, ~9 min: the service beside its limits (one table of goals), codecs, validation, store, state queries, NATS, bad-token bursts
+bench: $(STAMP) ## The benchmarks that matter, ~6 min: the service beside its limits (one table of goals), consumer groups, codecs, validation, store, state queries, NATS, bad-token bursts
 	$(PYTHON) bench/service.py
 	$(PYTHON) bench/groups.py --quick
 	$(PYTHON) bench/codecs.py
