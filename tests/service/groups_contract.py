@@ -224,6 +224,47 @@ class ConsumerGroupContract:
         assert await client.parked("choices") == []
         assert (await client.group("choices")).parked == 0
 
+    async def test_parked_events_are_listed_in_pages_and_replayed_in_bounded_calls(
+        self,
+        client: AsyncEventClient,
+        stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub,
+        server: RunningServer,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(groups, "PARKED_PAGE", 2)  # pages of the store's reads
+        monkeypatch.setattr(groups, "MAX_REPLAY", 3)
+        await client.create_group("pages", settings=FAST)
+        events = chunk_events(7)
+
+        async def park(delivery: Delivery) -> None:
+            raise ParkEvent("later")
+
+        worker = Worker(client, "pages", park)
+        await client.publish(events)
+        await wait_until(lambda: _parked_count(client, "pages", 7), "seven parked")
+        await worker.stopped()
+        expected = [str(e.event_id) for e in events]
+        seen, after = [], 0
+        while True:
+            page = await stub.ListParkedEvents(
+                pb.ListParkedEventsRequest(group="pages", after_position=after, limit=3)
+            )
+            assert page.total == 7 and len(page.events) <= 3
+            seen += [p.event.envelope.event_id for p in page.events]
+            after = page.next_after_position
+            if not after:
+                break
+        assert seen == expected
+        assert [p.event.event_id for p in await client.parked("pages", limit=4)] == expected[:4]
+        assert await client.replay_parked("pages") == 3  # at most MAX_REPLAY a call
+        assert await client.replay_parked("pages") == 3  # the next ones, not the same
+        assert await client.replay_parked("pages") == 1
+        assert await client.replay_parked("pages") == 0  # all on their way already
+        await client.delete_group("pages")  # its parked records go, two per write here
+        store = server.service.store
+        assert await store.read_state(groups.parked_prefix("pages")) == []
+        assert await store.read_state(groups.group_key("pages")) == []
+
     async def test_an_unacknowledged_event_is_redelivered_after_the_ack_timeout(
         self, client: AsyncEventClient, stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub
     ) -> None:

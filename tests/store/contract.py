@@ -400,6 +400,17 @@ class EventStoreContract:
         assert len(await store.read_state("parked/g/")) == 5
         assert len(await store.read_state("parked/g")) == 6
 
+    async def test_state_records_are_read_in_pages(self, store: EventStore) -> None:
+        keys = [f"parked/g/{position:020d}" for position in range(1, 8)]
+        await store.write_state({key: key.encode() for key in keys} | {"parked/h/1": b"x"})
+        first = await store.read_state("parked/g/", limit=3)
+        assert [key for key, _ in first] == keys[:3]
+        rest = await store.read_state("parked/g/", after=first[-1][0], limit=10)
+        assert [key for key, _ in rest] == keys[3:]
+        assert await store.read_state("parked/g/", after=keys[-1]) == []
+        assert [key for key, _ in await store.read_state("parked/g/", after="a")] == keys
+        assert await store.read_state("parked/g/", limit=0) == []
+
     async def test_a_state_write_with_a_bad_key_changes_nothing(self, store: EventStore) -> None:
         for bad in ("", "with space", "é", "a" * 513, "star*", "a>b"):
             with pytest.raises(StoreError):

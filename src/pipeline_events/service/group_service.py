@@ -90,7 +90,7 @@ class ConsumerGroupService(consumer_group_pb2_grpc.ConsumerGroupServiceServicer)
             runtime = self.groups.get(request.group)
             limit = request.limit or DEFAULT_PARKED_PAGE
             after = request.after_position
-            records = [(p, data) for p, data in await runtime.parked_records() if p > after]
+            records = await runtime.parked_records(after, limit=limit + 1)
             page = records[:limit]
             more = page[-1][0] if len(records) > limit else 0
             # ListParkedEventsResponse, written by hand: each ParkedEvent as stored, so its

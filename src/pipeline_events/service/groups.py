@@ -68,6 +68,8 @@ MAX_OUTSTANDING = 10_000
 READ_PAGE = 500  # events per store read
 CHECKPOINT_SECONDS = 0.2  # the stored checkpoint lags the live one by about this much
 ATTEMPTS_KEPT = 32  # delivery history kept per parked event
+PARKED_PAGE = 100  # parked records read (or removed) per store call
+MAX_REPLAY = 10_000  # parked events one ReplayParkedEvents gives back at most
 _GROUP_KEY = "group/"
 _PARKED_KEY = "parked/"
 
@@ -572,12 +574,17 @@ class GroupRuntime:
 
     # --- parked events ----------------------------------------------------------------
 
-    async def parked_records(self) -> list[tuple[int, bytes]]:
+    async def parked_records(
+        self, after_position: int = 0, limit: int | None = None
+    ) -> list[tuple[int, bytes]]:
+        """(position, ParkedEvent as stored) in position order: after `after_position`, at
+        most `limit` (the store reads only that page)."""
         await self.flush()
         prefix = parked_prefix(self.name)
+        after = parked_key(self.name, after_position) if after_position else ""
         return [
             (int(key.removeprefix(prefix)), data)
-            for key, data in await self.store.read_state(prefix)
+            for key, data in await self.store.read_state(prefix, after=after, limit=limit)
         ]
 
     def chosen(self, event_ids: Sequence[str]) -> list[int]:
@@ -588,17 +595,24 @@ class GroupRuntime:
         return sorted(p for p, event_id in self.parked.items() if event_id in wanted)
 
     async def replay(self, event_ids: Sequence[str]) -> int:
-        positions = set(self.chosen(event_ids))
-        replayed = 0
-        for position, data in await self.parked_records():
-            if position not in positions or position in self.outstanding:
-                continue
-            record = field_bytes(data, 1)[0]
-            item = Outstanding(position, self.parked[position], record, replayed=True)
-            self.outstanding[position] = item
-            self.by_id[item.event_id] = item
-            self.ready.append(item)
-            replayed += 1
+        """Give parked events back (at most MAX_REPLAY per call: what memory it may take)."""
+        positions = set(self.chosen(event_ids)) - set(self.outstanding)
+        replayed, after = 0, 0
+        while positions and replayed < MAX_REPLAY:
+            page = await self.parked_records(after, limit=PARKED_PAGE)
+            if not page:
+                break
+            for position, data in page:
+                if position not in positions or replayed >= MAX_REPLAY:
+                    continue
+                record = field_bytes(data, 1)[0]
+                item = Outstanding(position, self.parked[position], record, replayed=True)
+                self.outstanding[position] = item
+                self.by_id[item.event_id] = item
+                self.ready.append(item)
+                positions.discard(position)
+                replayed += 1
+            after = page[-1][0]
         self.wake.set()
         return replayed
 
@@ -634,10 +648,13 @@ class ConsumerGroups:
     async def start(self) -> None:
         """Load every group with its checkpoint and parked events; start the dispatchers."""
         parked: dict[str, dict[int, str]] = {}
-        for key, data in await self.store.read_state(_PARKED_KEY):
-            name, _, position = key.removeprefix(_PARKED_KEY).rpartition("/")
-            event_id = pb.ParkedEvent.FromString(data).event.envelope.event_id
-            parked.setdefault(name, {})[int(position)] = event_id
+        after = ""
+        while page := await self.store.read_state(_PARKED_KEY, after=after, limit=PARKED_PAGE):
+            for key, data in page:  # a page at a time: parked events may be large
+                name, _, position = key.removeprefix(_PARKED_KEY).rpartition("/")
+                event_id = pb.ParkedEvent.FromString(data).event.envelope.event_id
+                parked.setdefault(name, {})[int(position)] = event_id
+            after = page[-1][0]
         for _key, data in await self.store.read_state(_GROUP_KEY):
             record = pb.ConsumerGroup.FromString(data)
             runtime = GroupRuntime(self.store, record, self.page_bytes, parked.get(record.name, {}))
@@ -705,5 +722,8 @@ class ConsumerGroups:
         runtime = self.get(name)
         del self.groups[name]
         await runtime.stop(not_found(name))
-        keys = [key for key, _ in await self.store.read_state(parked_prefix(name))]
-        await self.store.write_state(dict.fromkeys([group_key(name), *keys]))
+        # Its parked records a page at a time (one write holds at most PARKED_PAGE), then
+        # the group: stopped half-way, the group is still there to delete again.
+        while page := await self.store.read_state(parked_prefix(name), limit=PARKED_PAGE):
+            await self.store.write_state(dict.fromkeys(key for key, _ in page))
+        await self.store.write_state({group_key(name): None})

@@ -508,6 +508,15 @@ _STATE_KEY_CHARACTERS = frozenset(
 )
 
 
+def state_page(
+    records: list[tuple[str, bytes]], after: str, limit: int | None
+) -> list[tuple[str, bytes]]:
+    """`read_state`'s page of records already in key order (for stores that read them all)."""
+    if after:
+        records = [record for record in records if record[0] > after]
+    return records if limit is None else records[:limit]
+
+
 def check_state_key(key: str) -> str:
     """`key` if it may name a state record (ASCII letters, digits, `._-/`, at most 512)."""
     if not key or len(key) > MAX_STATE_KEY or not _STATE_KEY_CHARACTERS.issuperset(key):
@@ -604,8 +613,11 @@ class EventStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
-        """Every state record whose key starts with `prefix`, in key order."""
+    async def read_state(
+        self, prefix: str, *, after: str = "", limit: int | None = None
+    ) -> list[tuple[str, bytes]]:
+        """State records whose key starts with `prefix`, in key order: those whose key
+        sorts after `after` (if given), at most `limit` of them (None: all)."""
 
     async def event_counts(self) -> dict[int, int] | None:
         """Events in the log by EventType value (None: this store cannot count them

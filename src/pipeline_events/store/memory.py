@@ -28,6 +28,7 @@ from pipeline_events.store.base import (
     plan_append,
     proposed,
     recorded_at_field,
+    state_page,
 )
 
 
@@ -190,9 +191,12 @@ class MemoryEventStore(EventStore):
             else:
                 self._state[key] = bytes(data)
 
-    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+    async def read_state(
+        self, prefix: str, *, after: str = "", limit: int | None = None
+    ) -> list[tuple[str, bytes]]:
         self._check_open()
-        return sorted((k, v) for k, v in self._state.items() if k.startswith(prefix))
+        found = sorted((k, v) for k, v in self._state.items() if k.startswith(prefix))
+        return state_page(found, after, limit)
 
     async def close(self) -> None:
         self._closed = True

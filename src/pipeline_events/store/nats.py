@@ -87,6 +87,7 @@ from pipeline_events.store.base import (
     plan_append,
     proposed,
     recorded_at_field,
+    state_page,
 )
 
 _log = logging.getLogger(__name__)
@@ -1112,7 +1113,9 @@ class NatsEventStore(EventStore):
         for start in range(0, len(keys), 64):
             await asyncio.gather(*map(purge, keys[start : start + 64]))
 
-    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+    async def read_state(
+        self, prefix: str, *, after: str = "", limit: int | None = None
+    ) -> list[tuple[str, bytes]]:
         """Every record whose key starts with `prefix`, in key order: one consistent view.
 
         The state stream holds only live messages (one per subject), so reading it by
@@ -1156,7 +1159,8 @@ class NatsEventStore(EventStore):
                     records, stale = view
                     if stale:
                         await self._purge_stale(stale, last)
-                    return records
+                    # The whole stream is read for one consistent view; the page is cut here.
+                    return state_page(records, after, limit)
             if time.monotonic() > deadline:
                 raise StoreUnavailableError(
                     f"stream {self.state_stream} changed during every read for"

@@ -1019,18 +1019,23 @@ class SQLiteEventStore(EventStore):
         with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
             self._loop.call_soon_threadsafe(self._flush)  # appends gathered meanwhile
 
-    async def read_state(self, prefix: str) -> list[tuple[str, bytes]]:
+    async def read_state(
+        self, prefix: str, *, after: str = "", limit: int | None = None
+    ) -> list[tuple[str, bytes]]:
         self._check_open()
-        rows = await self._read(self._read_state, prefix)
+        rows = await self._read(self._read_state, prefix, after, limit)
         return [(bytes(key).decode("ascii"), bytes(data)) for key, data in rows]  # text_factory
 
-    def _read_state(self, prefix: str) -> list[tuple[bytes, bytes]]:
-        # key >= prefix AND key < prefix + U+10FFFF: an index range, with no LIKE escaping.
+    def _read_state(self, prefix: str, after: str, limit: int | None) -> list[tuple[bytes, bytes]]:
+        # key > max(prefix, after) AND key < prefix + U+10FFFF: an index range, with no
+        # LIKE escaping (keys are ASCII). The prefix itself is a key too: >= for it.
+        low, inclusive = (after, ">") if after >= prefix else (prefix, ">=")
         return (
             self._reader()
             .execute(  # type: ignore[no-any-return]
-                "SELECT key, data FROM service_state WHERE key >= ? AND key < ? ORDER BY key",
-                (prefix, prefix + "\U0010ffff"),
+                f"SELECT key, data FROM service_state WHERE key {inclusive} ? AND key < ?"
+                " ORDER BY key LIMIT ?",
+                (low, prefix + "\U0010ffff", -1 if limit is None else limit),
             )
             .fetchall()
         )

@@ -654,7 +654,7 @@ class _ConsoleApp:
             data["filter_summary"] = filter_summary(group)
             parked = []
             if runtime.parked:
-                records = sorted(await runtime.parked_records())[:PARKED_SHOWN]
+                records = await runtime.parked_records(limit=PARKED_SHOWN)
                 for position, raw in records:
                     item = consumer_group_pb2.ParkedEvent.FromString(raw)
                     envelope = item.event.envelope

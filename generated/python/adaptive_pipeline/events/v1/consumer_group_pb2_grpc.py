@@ -170,7 +170,8 @@ class ConsumerGroupServiceServicer:
 
     def ReplayParkedEvents(self, request, context):
         """Gives parked events back to the group (all, or the ones named), to be
-        delivered again with a fresh delivery count.
+        delivered again with a fresh delivery count; at most 10,000 per call
+        (call again for the rest: `replayed` says how many went back).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -71,7 +71,8 @@ class ConsumerGroupServiceStub:
     """A group's parked events, in position order, one page per call."""
     ReplayParkedEvents: _grpc.UnaryUnaryMultiCallable[_consumer_group_pb2.ReplayParkedEventsRequest, _consumer_group_pb2.ReplayParkedEventsResponse]
     """Gives parked events back to the group (all, or the ones named), to be
-    delivered again with a fresh delivery count.
+    delivered again with a fresh delivery count; at most 10,000 per call
+    (call again for the rest: `replayed` says how many went back).
     """
     DiscardParkedEvents: _grpc.UnaryUnaryMultiCallable[_consumer_group_pb2.DiscardParkedEventsRequest, _consumer_group_pb2.DiscardParkedEventsResponse]
     """Drops parked events (all, or the ones named) for good."""
@@ -119,7 +120,8 @@ class ConsumerGroupServiceAsyncStub(ConsumerGroupServiceStub):
     """A group's parked events, in position order, one page per call."""
     ReplayParkedEvents: _aio.UnaryUnaryMultiCallable[_consumer_group_pb2.ReplayParkedEventsRequest, _consumer_group_pb2.ReplayParkedEventsResponse]  # type: ignore[assignment]
     """Gives parked events back to the group (all, or the ones named), to be
-    delivered again with a fresh delivery count.
+    delivered again with a fresh delivery count; at most 10,000 per call
+    (call again for the rest: `replayed` says how many went back).
     """
     DiscardParkedEvents: _aio.UnaryUnaryMultiCallable[_consumer_group_pb2.DiscardParkedEventsRequest, _consumer_group_pb2.DiscardParkedEventsResponse]  # type: ignore[assignment]
     """Drops parked events (all, or the ones named) for good."""
@@ -212,7 +214,8 @@ class ConsumerGroupServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_consumer_group_pb2.ReplayParkedEventsResponse, _abc.Awaitable[_consumer_group_pb2.ReplayParkedEventsResponse]]:
         """Gives parked events back to the group (all, or the ones named), to be
-        delivered again with a fresh delivery count.
+        delivered again with a fresh delivery count; at most 10,000 per call
+        (call again for the rest: `replayed` says how many went back).
         """
 
     @_abc_1.abstractmethod
