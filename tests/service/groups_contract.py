@@ -31,7 +31,7 @@ from pipeline_events.consumer import ParkEvent, SkipEvent
 from pipeline_events.service import groups
 from pipeline_events.service.server import RunningServer, start_server
 from pipeline_events.service.wire import field_bytes, length_delimited
-from pipeline_events.store import EventStore
+from pipeline_events.store import EventStore, StoreError
 
 FAST = GroupSettings(max_deliveries=3, backoff=(0.01,), ack_timeout=5.0)
 
@@ -264,6 +264,71 @@ class ConsumerGroupContract:
         store = server.service.store
         assert await store.read_state(groups.parked_prefix("pages")) == []
         assert await store.read_state(groups.group_key("pages")) == []
+
+    async def test_many_parkings_at_once_are_stored_in_several_writes_checkpoint_last(
+        self,
+        client: AsyncEventClient,
+        stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub,
+        server: RunningServer,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        monkeypatch.setattr(groups, "PARKED_PAGE", 2)  # so 5 parkings take 3 writes
+        store = server.service.store
+        writes: list[list[str]] = []
+        write_state = store.write_state
+
+        async def recording(changes: Any) -> None:
+            writes.append(list(changes))
+            await write_state(changes)
+
+        monkeypatch.setattr(store, "write_state", recording)
+        await client.create_group("bulk", settings=FAST)
+        events = chunk_events(5)
+        await client.publish(events)
+        queue: asyncio.Queue[pb.ConsumeRequest] = asyncio.Queue()
+        call = stub.Consume(_from_queue(pb.ConsumeStart(group="bulk"), queue))
+        assert (await call.read()).HasField("started")
+        held: list[str] = []
+        while len(held) < 5:
+            held += [d.event.envelope.event_id for d in (await call.read()).deliveries.deliveries]
+        writes.clear()
+        await queue.put(
+            pb.ConsumeRequest(
+                nack=pb.Nack(event_ids=held, action=pb.NACK_ACTION_PARK, reason="bulk")
+            )
+        )
+        await wait_until(lambda: _checkpoint_at_head(client, "bulk"), "the checkpoint")
+        await wait_until(lambda: any(groups.group_key("bulk") in w for w in writes), "stored")
+        call.cancel()
+        parked_writes = [w for w in writes if any(k.startswith("parked/bulk/") for k in w)]
+        assert len(parked_writes) == 3 and all(len(w) <= 2 for w in writes)
+        assert parked_writes[-1][-1] == groups.group_key("bulk")  # the checkpoint last
+        assert len(await store.read_state(groups.parked_prefix("bulk"))) == 5
+
+    async def test_a_deletion_the_store_refuses_leaves_the_group_to_delete_again(
+        self, client: AsyncEventClient, server: RunningServer, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        await client.create_group("stubborn", settings=FAST)
+        store = server.service.store
+        write_state = store.write_state
+
+        async def refusing(changes: Any) -> None:
+            if (
+                groups.group_key("stubborn") in changes
+                and changes[groups.group_key("stubborn")] is None
+            ):
+                raise StoreError("the disk is full")
+            await write_state(changes)
+
+        monkeypatch.setattr(store, "write_state", refusing)
+        with pytest.raises(ClientError):
+            await client.delete_group("stubborn")
+        assert (await client.group("stubborn")).name == "stubborn"  # still there
+        monkeypatch.setattr(store, "write_state", write_state)
+        await client.delete_group("stubborn")
+        with pytest.raises(NotFoundError):
+            await client.group("stubborn")
+        assert await store.read_state(groups.group_key("stubborn")) == []
 
     async def test_an_unacknowledged_event_is_redelivered_after_the_ack_timeout(
         self, client: AsyncEventClient, stub: consumer_group_pb2_grpc.ConsumerGroupServiceStub

@@ -186,8 +186,8 @@ class Member:
         chunk: list[bytes] = []
         size = 0
         for item in self.unsent:
-            if item.member is not self or item.done:
-                continue  # acked, or taken back, before it went out
+            if item.member is not self or item.done or item.sent:
+                continue  # acked, taken back, or listed twice (redelivered to it) meanwhile
             item.sent = True
             delivery = length_delimited(
                 1, length_delimited(1, item.record) + varint_field(2, item.deliveries)
@@ -287,25 +287,22 @@ class GroupRuntime:
     def leave(self, member: Member, *, counted: bool = True) -> None:
         """The member's stream ended: what it held goes to the others.
 
-        `counted` False (the server is stopping): its deliveries are not held against
-        the events, so a restart never parks an event.
+        `counted` False (it said Leave, or the server is stopping): its deliveries are
+        not held against the events, so a restart never parks an event. A delivery that
+        never reached the member is not counted either way.
         """
         if self.members.pop(member.id, None) is None:
             return
+        outcome = "member left" if counted else "handed back"
         for item in list(member.held.values()):
-            if not counted:
-                self._release(item, "server stopped")
-                item.deliveries -= 1
-                self.ready.appendleft(item)
-                continue
-            self._release(item, "member left")
-            if not item.sent:  # it never reached the member: no delivery
+            delivered = item.sent
+            self._release(item, outcome)
+            if counted and delivered:
+                self._failed(item, outcome, retry_now=True)
+            else:
                 item.deliveries -= 1
                 item.attempts.pop()
                 self.ready.appendleft(item)
-            else:
-                self._failed(item, "member left", retry_now=True)
-        member.held.clear()
         self.wake.set()
 
     def ack(self, event_ids: Iterable[str]) -> None:
@@ -446,8 +443,8 @@ class GroupRuntime:
         self.ready.extendleft(reversed(due))  # before new events: the checkpoint moves on
 
     async def _wait(self, loop: asyncio.AbstractEventLoop, want_events: bool) -> None:
-        if self.wake.is_set():
-            return
+        if self.wake.is_set() or (want_events and self.read_to < self.head):
+            return  # more to do now (the head may have been learnt elsewhere: describe)
         next_retry = self.retries[0][0] if self.retries else None
         due = [t for t in (self._next_timeout(), next_retry) if t is not None]
         delay: float | None = min(due) - loop.time() if due else None
@@ -455,7 +452,7 @@ class GroupRuntime:
             delay = CHECKPOINT_SECONDS if delay is None else min(delay, CHECKPOINT_SECONDS)
         waits = {asyncio.ensure_future(self.wake.wait())}
         appended = None
-        if want_events and self.read_to >= self.head:
+        if want_events:
             appended = asyncio.ensure_future(self.store.wait_for_append(self.read_to, 5.0))
             waits.add(appended)
         try:
@@ -468,8 +465,6 @@ class GroupRuntime:
         finally:
             for task in waits:
                 task.cancel()
-        if want_events and self.read_to < self.head:
-            return
         if not self.members and not self.wake.is_set() and self.read_to >= self.head:
             # Nobody to deliver to: learn the head now and then, for `describe`.
             with contextlib.suppress(StoreError):
@@ -498,14 +493,14 @@ class GroupRuntime:
             due = asyncio.get_running_loop().time() + delay
             heapq.heappush(self.retries, (due, next(self._ties), item.turn, item))
 
-    def _done(self, item: Outstanding) -> None:
+    def _done(self, item: Outstanding, *, parking: bool = False) -> None:
         if item.done:
             return
         item.done = True
         self.outstanding.pop(item.position, None)
         if self.by_id.get(item.event_id) is item:
             del self.by_id[item.event_id]
-        if item.replayed:  # its parked record goes only now: until then it stays parked
+        if item.replayed and not parking:  # its parked record goes only now
             self.parked.pop(item.position, None)
             self.writes[parked_key(self.name, item.position)] = None
 
@@ -535,9 +530,7 @@ class GroupRuntime:
                 f" {item.position}) after {item.deliveries} deliveries: {reason}"[:65536],
             )
         )
-        replayed, item.replayed = item.replayed, False  # its record is replaced, not removed
-        self._done(item)
-        item.replayed = replayed
+        self._done(item, parking=True)  # a replayed event's record is replaced, not removed
 
     def _advance(self) -> None:
         """The checkpoint: the position before the oldest event not done (replays aside)."""
@@ -559,11 +552,17 @@ class GroupRuntime:
         stored = pb.ConsumerGroup()
         stored.CopyFrom(self.record)
         stored.checkpoint = checkpoint
-        writes[group_key(self.name)] = stored.SerializeToString()
+        writes.pop(group_key(self.name), None)
+        writes[group_key(self.name)] = stored.SerializeToString()  # last, see below
         try:
             if parkings:
                 await _record_parkings(self.store, parkings)
-            await self.store.write_state(writes)
+            # In writes of PARKED_PAGE records (a NATS batch holds 1,000 messages), the
+            # checkpoint last: never stored past a parking that is not. Written again
+            # after a failure, the records that did land are simply the same again.
+            changes = list(writes.items())
+            for start in range(0, len(changes), PARKED_PAGE):
+                await self.store.write_state(dict(changes[start : start + PARKED_PAGE]))
         except StoreError:
             writes.pop(group_key(self.name))
             self.writes = {**writes, **self.writes}  # again next time, newest last
@@ -634,7 +633,9 @@ async def _record_parkings(store: EventStore, parkings: list[domain.DomainEvent]
         await store.append(
             [adapter.to_envelope(created)], {str(GROUPS_PIPELINE): ExpectedState.NO_STREAM}
         )
-    await store.append([adapter.to_envelope(event) for event in parkings])
+    envelopes = [adapter.to_envelope(event) for event in parkings]
+    for start in range(0, len(envelopes), PARKED_PAGE):
+        await store.append(envelopes[start : start + PARKED_PAGE])
 
 
 class ConsumerGroups:
@@ -722,8 +723,18 @@ class ConsumerGroups:
         runtime = self.get(name)
         del self.groups[name]
         await runtime.stop(not_found(name))
-        # Its parked records a page at a time (one write holds at most PARKED_PAGE), then
-        # the group: stopped half-way, the group is still there to delete again.
-        while page := await self.store.read_state(parked_prefix(name), limit=PARKED_PAGE):
-            await self.store.write_state(dict.fromkeys(key for key, _ in page))
-        await self.store.write_state({group_key(name): None})
+        try:
+            # Its parked records a page at a time (one write holds at most PARKED_PAGE),
+            # then the group: stopped half-way, the group is still there to delete again.
+            while page := await self.store.read_state(parked_prefix(name), limit=PARKED_PAGE):
+                await self.store.write_state(dict.fromkeys(key for key, _ in page))
+            await self.store.write_state({group_key(name): None})
+        except StoreError:
+            # Still stored: served again as stored, so the caller's retry finds it.
+            record = pb.ConsumerGroup()
+            record.CopyFrom(runtime.record)
+            record.checkpoint = runtime.stored_checkpoint
+            again = GroupRuntime(self.store, record, self.page_bytes, runtime.parked)
+            self.groups[name] = again
+            again.start()
+            raise
