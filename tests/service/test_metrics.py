@@ -22,6 +22,7 @@ from pipeline_events.consumer import ParkEvent
 from pipeline_events.service.auth import Authenticator
 from pipeline_events.service.metrics import Metrics
 from pipeline_events.service.server import RunningServer, start_server
+from pipeline_events.service.wire import length_delimited
 from pipeline_events.store import SQLiteEventStore
 from pipeline_events.tokens import add_principal, new_token, principal_toml
 from tests.service.groups_contract import FAST, Worker, chunk_events, wait_until
@@ -262,3 +263,23 @@ async def test_an_invalid_publish_through_the_client_is_one_refusal(
     assert (
         scrape.value("pipeline_events_events_appended_total", event_type="ChunkProcessed") is None
     )
+
+
+async def test_event_types_this_version_does_not_know_share_one_series(
+    served: tuple[RunningServer, Metrics, int],
+) -> None:
+    running, _, port = served
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+        publish = channel.unary_unary(
+            "/adaptive_pipeline.events.v1.EventService/Publish",
+            response_deserializer=service_pb2.PublishResponse.FromString,
+        )
+        for number in range(5000, 5040):  # a newer producer's types, each a new number
+            envelope = adapter.to_envelope(domain.PipelineCreated.new(uuid.uuid4(), "p", 1, "a"))
+            envelope.ClearField("pipeline_created")
+            envelope.event_type = number  # proto3 enums are open: the number is kept
+            raw = envelope.SerializeToString() + length_delimited(999, b"")  # a future case
+            await publish(length_delimited(1, raw))
+    scraped = Scrape(port)
+    assert scraped.value("pipeline_events_events_appended_total", event_type="Unknown") == 40
+    assert len(scraped.samples["pipeline_events_events_appended_total"]) == 1

@@ -30,6 +30,7 @@ from pipeline_events.service.server import RunningServer, start_server
 from pipeline_events.store import SQLiteEventStore
 from pipeline_events.tokens import new_token, principal_toml
 from pipeline_events.web import Console, start_console
+from pipeline_events.web import console as console_module
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = str(Path(sys.executable).parent / "pipeline-events")
@@ -217,8 +218,51 @@ async def test_the_stream_ends_when_the_console_stops(
         assert response.status == 200
         await response.content.readline()  # retry: ...
         stopping = asyncio.create_task(setup.console.stop())
-        assert await asyncio.wait_for(response.content.read(), 10) is not None
+        await asyncio.wait_for(response.content.read(), 10)  # the end of the stream: EOF
         await asyncio.wait_for(stopping, 10)
+
+
+async def test_a_closed_tail_frees_its_slot_while_the_log_is_busy(
+    setup: Setup, http: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(console_module, "MAX_STREAMS", 1)
+    monkeypatch.setattr(console_module, "HEARTBEAT_SECONDS", 0.2)
+    # A filter nothing matches: the tail writes no event, however busy the log.
+    url = f"{setup.url}/events/stream?after=end&pipeline={uuid.uuid4()}"
+    async with http.get(url) as response:
+        assert response.status == 200
+        await response.content.readline()
+    stop = asyncio.Event()
+
+    async def busy() -> None:
+        async with AsyncEventClient(setup.target) as client:
+            while not stop.is_set():
+                await client.publish(one_run()[2][:3])
+
+    publishing = asyncio.create_task(busy())
+    try:
+        freed = False
+        for _ in range(100):  # the closed tail notices at its next heartbeat
+            async with http.get(url) as again:
+                if again.status == 200:
+                    freed = True
+                    break
+                assert again.status == 503
+            await asyncio.sleep(0.1)
+        assert freed, "the closed tail kept the only slot while the log was busy"
+    finally:
+        stop.set()
+        await publishing
+
+
+async def test_a_position_in_other_digits_is_refused(
+    setup: Setup, http: aiohttp.ClientSession
+) -> None:
+    assert "after must be" in await get(http, setup.url + "/events/stream?after=%C2%B2", 400)
+    refused = await get(
+        http, setup.url + "/events/stream", 400, headers={"Last-Event-ID": "\u00b2"}
+    )
+    assert "after must be" in refused
 
 
 async def test_what_producers_wrote_is_escaped(setup: Setup, http: aiohttp.ClientSession) -> None:

@@ -373,7 +373,10 @@ class GroupRuntime:
         moved = self.checkpoint != self.stored_checkpoint
         if self.writes or (moved and now - self.last_flush >= CHECKPOINT_SECONDS):
             await self.flush()
-        await self._wait(loop, room > len(self.ready))
+        # Events wanted: room for them, and within the read-ahead bound (past it, waiting
+        # for an append or returning at once would spin the loop: it waits for a wake).
+        wanted = room > len(self.ready) and len(self.order) < MAX_OUTSTANDING
+        await self._wait(loop, wanted)
 
     async def _read(self, limit: int) -> None:
         page = await self.store.read_all(

@@ -58,7 +58,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipeline_events import __version__, adapter
+from pipeline_events import __version__, adapter, domain
 from pipeline_events.service.interceptors import _behavior_field, _CachingInterceptor
 
 if TYPE_CHECKING:
@@ -176,7 +176,11 @@ class Metrics:
         for event in batch:
             counts[event.event_type] = counts.get(event.event_type, 0) + 1
         for event_type, count in counts.items():
-            self.events_appended.labels(adapter.event_type_name(event_type)).inc(count)
+            # Types this version does not know share one series: a producer must not
+            # be able to add a series per number it sends.
+            known = 1 <= event_type <= len(domain.EVENT_CLASSES)
+            name = adapter.event_type_name(event_type) if known else "Unknown"
+            self.events_appended.labels(name).inc(count)
         self.append_batch.observe(len(batch))
 
     def store_appended(self, seconds: float) -> None:
