@@ -417,6 +417,19 @@ class EventStoreContract:
                 await store.write_state({"good": b"1", bad: b"2"})
         assert await store.read_state("") == []
 
+    async def test_state_values_are_bytes_and_limits_counts_or_none(
+        self, store: EventStore
+    ) -> None:
+        for bad in (5, "text", object()):
+            with pytest.raises(StoreError):
+                await store.write_state({"good": b"1", "bad": bad})  # type: ignore[dict-item]
+        assert await store.read_state("") == []  # nothing of a refused write
+        await store.write_state({"a/1": bytearray(b"x"), "a/2": memoryview(b"y")})
+        assert await store.read_state("a/") == [("a/1", b"x"), ("a/2", b"y")]
+        for bad_limit in (-1, 2.5, True):
+            with pytest.raises(StoreError):
+                await store.read_state("a/", limit=bad_limit)  # type: ignore[arg-type]
+
     async def test_state_survives_reopening(self, tmp_path: Path) -> None:
         store = await self.make_store(tmp_path)
         await store.write_state({"group/kept": b"checkpoint 7", "group/gone": b"x"})

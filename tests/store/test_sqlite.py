@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
 from pathlib import Path
@@ -71,3 +72,22 @@ async def test_store_urls(tmp_path: Path) -> None:
     for bad in ("postgres://x", "sqlite://", f"sqlite:///{tmp_path}/x.db?durability=maybe"):
         with pytest.raises(StoreError):
             await open_store(bad)
+
+
+async def test_state_writes_alone_have_the_wal_checkpointed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline_events.store import sqlite as sqlite_module
+
+    monkeypatch.setattr(sqlite_module, "_CHECKPOINT_FRAMES", 10)
+    store = await SQLiteEventStore.open(tmp_path / "events.db")
+    try:
+        for n in range(40):  # no append in between: nothing else asks for upkeep
+            await store.write_state({f"group/{n}": b"x" * 8192})
+        for _ in range(200):
+            if store._frames < 10:
+                break
+            await asyncio.sleep(0.01)
+        assert store._frames < 10, f"{store._frames} WAL pages written and never checkpointed"
+    finally:
+        await store.close()

@@ -512,9 +512,28 @@ def state_page(
     records: list[tuple[str, bytes]], after: str, limit: int | None
 ) -> list[tuple[str, bytes]]:
     """`read_state`'s page of records already in key order (for stores that read them all)."""
+    check_state_limit(limit)
     if after:
         records = [record for record in records if record[0] > after]
     return records if limit is None else records[:limit]
+
+
+def check_state_changes(changes: Mapping[str, bytes | None]) -> dict[str, bytes | None]:
+    """`write_state`'s changes checked (keys, values bytes or None) and copied, before any
+    store changes anything: a bad one raises StoreError and nothing is written."""
+    checked: dict[str, bytes | None] = {}
+    for key, data in changes.items():
+        check_state_key(key)
+        if data is not None and not isinstance(data, bytes | bytearray | memoryview):
+            raise StoreError(f"state record {key!r}: bytes or None, not {type(data).__name__}")
+        checked[key] = None if data is None else bytes(data)
+    return checked
+
+
+def check_state_limit(limit: int | None) -> None:
+    """`read_state`'s limit: None, or an int >= 0."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise StoreError(f"a state page's limit is None or an int >= 0, not {limit!r}")
 
 
 def check_state_key(key: str) -> str:

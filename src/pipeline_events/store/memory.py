@@ -20,7 +20,7 @@ from pipeline_events.store.base import (
     Snapshot,
     StoreClosedError,
     canonical_uuid,
-    check_state_key,
+    check_state_changes,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -183,9 +183,7 @@ class MemoryEventStore(EventStore):
 
     async def write_state(self, changes: Mapping[str, bytes | None]) -> None:
         self._check_open()
-        for key in changes:
-            check_state_key(key)
-        for key, data in changes.items():
+        for key, data in check_state_changes(changes).items():
             if data is None:
                 self._state.pop(key, None)
             else:

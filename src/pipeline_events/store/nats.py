@@ -79,7 +79,7 @@ from pipeline_events.store.base import (
     StoreError,
     WrongExpectedRevisionError,
     canonical_uuid,
-    check_state_key,
+    check_state_changes,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -1065,8 +1065,7 @@ class NatsEventStore(EventStore):
                 be stored; writing the same changes again is safe).
         """
         self._check_open()
-        for key in changes:
-            check_state_key(key)
+        changes = check_state_changes(changes)
         if not changes:
             return
         size = self.max_state_chunk

@@ -70,7 +70,8 @@ from pipeline_events.store.base import (
     Snapshot,
     StoreClosedError,
     StoreError,
-    check_state_key,
+    check_state_changes,
+    check_state_limit,
     clamp_position,
     encode_record,
     normalise_expected,
@@ -951,26 +952,52 @@ class SQLiteEventStore(EventStore):
         await asyncio.to_thread(self._save_snapshot, name, position, data)
 
     def _save_snapshot(self, name: str, position: int, data: bytes) -> None:
-        """On a worker thread, holding the writer as upkeep does; appends wait for it."""
-        with self._write_lock:
-            connection = self._connection
-            assert connection is not None
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                connection.execute(
-                    "INSERT INTO snapshots (name, position, data) VALUES (?, ?, ?)"
-                    " ON CONFLICT (name) DO UPDATE"
-                    " SET position = excluded.position, data = excluded.data",
-                    (name, position, data),
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            self._frames += len(data) // 4096 + 1  # WAL pages it wrote, for the checkpoints
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
-            self._loop.call_soon_threadsafe(self._flush)  # appends gathered meanwhile
+        def save(connection: sqlite3.Connection) -> int:
+            connection.execute(
+                "INSERT INTO snapshots (name, position, data) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE"
+                " SET position = excluded.position, data = excluded.data",
+                (name, position, data),
+            )
+            return len(data) // 4096 + 1
+
+        self._side_write(save, "saving a snapshot")
+
+    def _side_write(self, work: Callable[[sqlite3.Connection], int], what: str) -> None:
+        """One transaction beside the appends (snapshots, service state), on a worker
+        thread holding the writer as upkeep does; `work` returns the WAL pages it wrote.
+
+        Whatever its outcome, the appends gathered meanwhile are flushed and upkeep is
+        asked for when due (a store that only writes state still checkpoints its WAL).
+
+        Raises:
+            StoreError: SQLite refused it (nothing was written).
+        """
+        try:
+            with self._write_lock:
+                connection = self._connection
+                assert connection is not None
+                connection.execute("BEGIN IMMEDIATE")
+                try:
+                    frames = work(connection)
+                    connection.execute("COMMIT")
+                except BaseException:
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                    raise
+                self._frames += frames
+        except sqlite3.Error as error:
+            raise StoreError(f"{what}: {error}") from error
+        finally:
+            assert self._loop is not None
+            with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
+                self._loop.call_soon_threadsafe(self._after_side_write)
+
+    def _after_side_write(self) -> None:
+        if self._maintenance_due() and not self._upkeep_queued:
+            self._upkeep_queued = True
+            self._upkeep_requests.put(True)
+        self._flush()  # appends gathered while the writer was held
 
     async def load_snapshot(self, name: str) -> Snapshot | None:
         self._check_open()
@@ -990,39 +1017,29 @@ class SQLiteEventStore(EventStore):
 
     async def write_state(self, changes: Mapping[str, bytes | None]) -> None:
         self._check_open()
-        for key in changes:
-            check_state_key(key)
-        if changes:
-            await asyncio.to_thread(self._write_state, dict(changes))
+        checked = check_state_changes(changes)
+        if checked:
+            await asyncio.to_thread(self._write_state, checked)
 
     def _write_state(self, changes: dict[str, bytes | None]) -> None:
-        """On a worker thread, holding the writer as snapshots do; one transaction."""
-        with self._write_lock:
-            connection = self._connection
-            assert connection is not None
-            connection.execute("BEGIN IMMEDIATE")
-            try:
-                removed = [(key,) for key, data in changes.items() if data is None]
-                kept = [(key, data) for key, data in changes.items() if data is not None]
-                connection.executemany("DELETE FROM service_state WHERE key = ?", removed)
-                connection.executemany(
-                    "INSERT INTO service_state (key, data) VALUES (?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET data = excluded.data",
-                    kept,
-                )
-                connection.execute("COMMIT")
-            except BaseException:
-                connection.execute("ROLLBACK")
-                raise
-            self._frames += sum(len(data) for _, data in kept) // 4096 + len(changes)
-        assert self._loop is not None
-        with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
-            self._loop.call_soon_threadsafe(self._flush)  # appends gathered meanwhile
+        def write(connection: sqlite3.Connection) -> int:
+            removed = [(key,) for key, data in changes.items() if data is None]
+            kept = [(key, data) for key, data in changes.items() if data is not None]
+            connection.executemany("DELETE FROM service_state WHERE key = ?", removed)
+            connection.executemany(
+                "INSERT INTO service_state (key, data) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET data = excluded.data",
+                kept,
+            )
+            return sum(len(data) for _, data in kept) // 4096 + len(changes)
+
+        self._side_write(write, "writing service state")
 
     async def read_state(
         self, prefix: str, *, after: str = "", limit: int | None = None
     ) -> list[tuple[str, bytes]]:
         self._check_open()
+        check_state_limit(limit)
         rows = await self._read(self._read_state, prefix, after, limit)
         return [(bytes(key).decode("ascii"), bytes(data)) for key, data in rows]  # text_factory
 
