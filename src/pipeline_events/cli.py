@@ -49,30 +49,34 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _whole_number(text: str) -> int:
+_UINT64_MAX = 2**64 - 1  # what a uint64 field of the contract holds
+
+
+def _uint64(text: str, what: str) -> int:
+    """`text` as a uint64 (ASCII digits: int() takes other scripts' digits too)."""
     if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, not {text!r}")
+        raise argparse.ArgumentTypeError(f"expected {what} >= 0, not {text!r}")
+    if int(text) > _UINT64_MAX:
+        raise argparse.ArgumentTypeError(f"expected {what} >= 0 and <= 2^64 - 1, not {text!r}")
     return int(text)
+
+
+def _whole_number(text: str) -> int:
+    return _uint64(text, "a whole number")
 
 
 def _revision(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a revision >= 0, not {text!r}")
-    return int(text)
+    return _uint64(text, "a revision")
 
 
 def _position(text: str) -> int:
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a position >= 0, not {text!r}")
-    return int(text)
+    return _uint64(text, "a position")
 
 
 def _start_position(text: str) -> str | int:
     if text in ("start", "end"):
         return text
-    if not text.isascii() or not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected start, end or a position >= 0, not {text!r}")
-    return int(text)
+    return _uint64(text, "start, end or a position")
 
 
 def _squashed(text: str, prefix: str) -> str:

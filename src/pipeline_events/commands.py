@@ -868,8 +868,18 @@ def _parked_list(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_REPLAY = 10_000  # parked events one ReplayParkedEvents gives back at most
+
+
 def _parked_replay(args: argparse.Namespace) -> int:
-    count = _group_call(args, lambda client: client.replay_parked(args.group, args.event_ids))
+    def replay_all(client: Any) -> int:
+        # The server gives back at most 10,000 a call: ask again while it gives that many.
+        total = 0
+        while (count := client.replay_parked(args.group, args.event_ids)) >= MAX_REPLAY:
+            total += count
+        return total + count
+
+    count = _group_call(args, replay_all)
     if count is None:
         return 1
     if args.json:

@@ -62,6 +62,9 @@ def server(memory_server: ServerProcess) -> ServerProcess:
         (["tail", "--from", "-5"], "argument --from: expected start, end or a position >= 0, "
          "not '-5'"),
         (["tail", "--from", "soon"], "expected start, end or a position >= 0, not 'soon'"),
+        (["tail", "--from", str(2**64)], "expected start, end or a position >= 0 and <= 2^64 - 1"),
+        (["runs", "--min-position", str(2**64)], "a position >= 0 and <= 2^64 - 1"),
+        (["history", PIPELINE, "--from-revision", str(2**64)], "a revision >= 0 and <= 2^64 - 1"),
         (["tail", "--processing-id", "run-1"], "argument --processing-id: expected a UUID"),
         (["demo", "--pipelines", "0"], "argument --pipelines: expected a whole number >= 1"),
         (["demo", "--pipelines", "-1"], "argument --pipelines: expected a whole number >= 1"),

@@ -119,9 +119,7 @@ class Option:
         try:
             result: Any = self.action.type(text) if callable(self.action.type) else text
         except (argparse.ArgumentTypeError, TypeError, ValueError) as error:
-            raise ConfigError(
-                f"{source}: {_one_line(error) or f'invalid value {text!r}'}"
-            ) from None
+            raise ConfigError(f"{source}: {one_line(error) or f'invalid value {text!r}'}") from None
         choices = self.action.choices
         if choices is not None and result not in choices:
             allowed = ", ".join(map(str, choices))
@@ -132,7 +130,8 @@ class Option:
         return "string" if self.action.type is None else "number or string"
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
+    """An error's text on one line (the CLI prints it after the command's name)."""
     return " ".join(str(error).split())
 
 
@@ -268,7 +267,7 @@ def read_file(path: str, table: Iterable[Option]) -> dict[str, Any]:
     except OSError as error:
         raise ConfigError(f"config file {path}: {error.strerror or error}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"config file {path}: not valid TOML: {_one_line(error)}") from None
+        raise ConfigError(f"config file {path}: not valid TOML: {one_line(error)}") from None
     by_key: dict[str, Option] = {}
     for option in table:
         by_key[option.key] = option

@@ -26,6 +26,7 @@ from pipeline_events.service.config import (
     ConfigError,
     Option,
     Resolved,
+    one_line,
     resolve,
     shown,
 )
@@ -238,7 +239,12 @@ async def serve(
     try:
         if metrics is not None:
             assert metrics_listen is not None
-            port = metrics.serve_http(str(metrics_listen))
+            try:
+                port = metrics.serve_http(str(metrics_listen))
+            except OSError as error:  # one line naming what could not listen, as --web's
+                raise OSError(
+                    f"cannot listen on {metrics_listen} (metrics): {error.strerror or error}"
+                ) from error
             where = ListenAddress(metrics_listen.host, port or metrics_listen.port)
             log.info("metrics on http://%s/metrics", where, extra={"metrics": str(where)})
         if start_console is not None:
@@ -283,7 +289,9 @@ async def serve(
         )  # fmt: skip
     # One line, always printed: where it listens and what it stores (tests read the port here).
     where = ListenAddress(address.host, running.port)
-    log.info(
+    # At the level logging lets through, whatever --log-level says (info or above).
+    log.log(
+        max(logging.INFO, logging.getLogger().getEffectiveLevel()),
         "listening on %s, store %s, %s", where, shown(store_url), security,
         extra={"listen": str(where), "port": running.port, "store": shown(store_url),
                "security": security},
@@ -384,7 +392,7 @@ def run_serve(args: argparse.Namespace, table: list[Option]) -> int:
     try:
         resolved = resolve(args, table)
     except ConfigError as error:
-        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        print(f"pipeline-events serve: {one_line(error)}", file=sys.stderr)
         return 2
     if getattr(args, "print_config", False):
         sys.stdout.write(resolved.toml())
@@ -417,7 +425,7 @@ def run_serve(args: argparse.Namespace, table: list[Option]) -> int:
         if args.web is not None:
             _feature("--web", "pipeline_events.web", "start_console")
     except FeatureUnavailable as error:
-        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        print(f"pipeline-events serve: {one_line(error)}", file=sys.stderr)
         return 2
     try:
         asyncio.run(
@@ -432,10 +440,10 @@ def run_serve(args: argparse.Namespace, table: list[Option]) -> int:
             )
         )  # fmt: skip
     except FeatureUnavailable as error:
-        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        print(f"pipeline-events serve: {one_line(error)}", file=sys.stderr)
         return 2
     except (StoreError, OSError, StartupError, TlsError, ValueError) as error:
-        print(f"pipeline-events serve: {_one_line(error)}", file=sys.stderr)
+        print(f"pipeline-events serve: {one_line(error)}", file=sys.stderr)
         return 1
     return 0
 
@@ -495,7 +503,3 @@ def configure_logging(level: str = "info", log_format: str = "text") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
